@@ -1,0 +1,104 @@
+# Tasker build entry points. `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+VENV     := .venv
+PY       := $(VENV)/bin/python
+BUF      := tools/node_modules/.bin/buf
+TEST_ENV := scripts/test-env.sh
+LISTEN   ?= 127.0.0.1:50051
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export DEBIAN_FRONTEND := noninteractive
+
+# Install stamps: re-run an install step only when its inputs change.
+VENV_STAMP  := $(VENV)/.installed
+TOOLS_STAMP := tools/node_modules/.installed
+NODE_STAMP  := sdk-node/node_modules/.installed
+
+.PHONY: help install install-system gen check-gen lint breaking test test-python test-node \
+        test-ruby run bench clean
+
+help:
+	@echo "make install-system  apt packages (Ruby, grpc tools, PostgreSQL if absent); idempotent, root"
+	@echo "make install         .venv (server + sdk-python, editable, dev extra) and npm ci for tools/, sdk-node/"
+	@echo "make gen             regenerate Python, Node and Ruby code from proto/"
+	@echo "make check-gen       gen, then fail if the committed generated code is stale"
+	@echo "make lint            buf lint, ruff check, mypy"
+	@echo "make breaking        buf breaking against the main branch (skipped if there is none)"
+	@echo "make test            everything CI runs: install-system install check-gen lint breaking + all tests"
+	@echo "make run             serve on $(LISTEN) with the default SQLite database"
+	@echo "make bench           python -m bench"
+	@echo "make clean           remove .venv, node_modules, build output and caches"
+
+# ---------------------------------------------------------------- install
+install-system:
+	bash scripts/install-system.sh
+
+$(VENV_STAMP): pyproject.toml sdk-python/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e sdk-python -e '.[dev]'
+	touch $@
+
+$(TOOLS_STAMP): tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund
+	touch $@
+
+$(NODE_STAMP): sdk-node/package.json sdk-node/package-lock.json
+	cd sdk-node && npm ci --no-audit --no-fund
+	touch $@
+
+install: $(VENV_STAMP) $(TOOLS_STAMP) $(NODE_STAMP)
+
+# ---------------------------------------------------------------- codegen
+gen: install
+	bash scripts/gen.sh
+
+check-gen: gen
+	bash scripts/check-gen.sh
+
+# ---------------------------------------------------------------- checks
+lint: install
+	$(BUF) lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+breaking: install
+	bash scripts/breaking.sh
+
+test-python: install
+	$(TEST_ENV) $(PY) -m pytest -q
+
+test-node: install
+	cd sdk-node && npm run build
+	cd sdk-node && ../$(TEST_ENV) npm test
+
+test-ruby:
+	cd sdk-ruby && ../$(TEST_ENV) ruby -Ilib -Itest \
+	  -e 'Dir["test/**/*_test.rb"].sort.each { |f| require File.expand_path(f) }'
+
+# Sequential on purpose (also under make -j): each step needs the previous one.
+test:
+	$(MAKE) install-system
+	$(MAKE) install
+	$(MAKE) check-gen
+	$(MAKE) lint
+	$(MAKE) breaking
+	$(MAKE) test-python
+	$(MAKE) test-node
+	$(MAKE) test-ruby
+
+# ---------------------------------------------------------------- run
+run: install
+	$(VENV)/bin/tasker serve --listen $(LISTEN)
+
+bench: install
+	$(TEST_ENV) $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) tools/node_modules sdk-node/node_modules sdk-node/dist \
+	  .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist bench/out
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
+	find . -name '*.egg-info' -type d -prune -not -path './.git/*' -exec rm -rf {} +

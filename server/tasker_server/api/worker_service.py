@@ -1,0 +1,258 @@
+"""tasker.v1.WorkerService: the Connect stream plus unary heartbeat/report for job queues.
+
+The stream handler is an async generator (OpenTelemetry's aio interceptor breaks handlers that use
+``context.read``/``context.write``). A reader task consumes the worker's messages; everything the
+server sends goes through the session's outbound queue, so the dispatcher, the sweeper and result
+acknowledgements never write to the stream concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from tasker.v1 import worker_service_pb2 as pb
+from tasker.v1 import worker_service_pb2_grpc as pb_grpc
+from tasker_server.domain import errors
+from tasker_server.engine.engine import Cancellation, Engine
+from tasker_server.engine.sessions import WorkerSession
+from tasker_server.store.dispatch import ClaimedStep
+from tasker_server.store.outcomes import Outcome, OutcomeKind, Verdict
+from tasker_server.store.types import utcnow
+
+from . import convert
+
+__all__ = ["WorkerService"]
+
+log = logging.getLogger(__name__)
+
+MAX_CAPACITY = 10_000
+HELLO_TIMEOUT_SECONDS = 10.0
+
+
+def _outcome(msg: pb.StepSuccess | pb.StepFailure, worker_id: str, success: bool) -> Outcome:
+    execution_ms = msg.execution_time.ToMilliseconds() if msg.HasField("execution_time") else None
+    if success:
+        assert isinstance(msg, pb.StepSuccess)
+        return Outcome(
+            msg.lease_id, OutcomeKind.SUCCESS, worker_id,
+            result=convert.to_dict(msg.result), execution_ms=execution_ms,
+        )
+    assert isinstance(msg, pb.StepFailure)
+    err = msg.error
+    retry_after = err.retry_after.ToNanoseconds() / 1e9 if err.HasField("retry_after") else None
+    cls = convert.pb.ErrorClass.Name(err.error_class).removeprefix("ERROR_CLASS_").lower()
+    return Outcome(
+        msg.lease_id, OutcomeKind.FAILURE, worker_id,
+        error_class=cls if cls != "unspecified" else "delayed",
+        error_type=err.error_type, message=err.message, backtrace=err.backtrace,
+        retry_after=retry_after, error_metadata=convert.to_dict(err.metadata),
+        execution_ms=execution_ms,
+    )
+
+
+def _check_hello(hello: pb.WorkerHello) -> None:
+    problems = []
+    if not hello.namespaces:
+        problems.append(errors.FieldViolation("hello.namespaces", "at least one namespace"))
+    if not hello.handlers:
+        problems.append(errors.FieldViolation("hello.handlers", "at least one handler"))
+    if not 1 <= hello.capacity <= MAX_CAPACITY:
+        problems.append(
+            errors.FieldViolation("hello.capacity", f"must be between 1 and {MAX_CAPACITY}")
+        )
+    if len(hello.worker_id) > 64:
+        problems.append(errors.FieldViolation("hello.worker_id", "at most 64 characters"))
+    if problems:
+        raise errors.InvalidArgument("invalid hello", problems)
+
+
+class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self._nonce = itertools.count(1)
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[pb.ConnectRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.ConnectResponse]:
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT_SECONDS):
+                first = await anext(request_iterator)
+        except (StopAsyncIteration, TimeoutError):
+            raise errors.InvalidArgument(
+                "the first message on Connect must be hello",
+                [errors.FieldViolation("hello", "required as the first message")],
+            ) from None
+        if first.WhichOneof("message") != "hello":
+            raise errors.InvalidArgument(
+                "the first message on Connect must be hello",
+                [errors.FieldViolation("hello", "required as the first message")],
+            )
+        hello = first.hello
+        _check_hello(hello)
+        session = WorkerSession(
+            worker_id=hello.worker_id or uuid.uuid4().hex,
+            name=hello.name or "worker",
+            namespaces=sorted(set(hello.namespaces)),
+            handlers=sorted(set(hello.handlers)),
+            capacity=hello.capacity,
+            sdk_language=hello.sdk_language,
+            sdk_version=hello.sdk_version,
+            connect_time=utcnow(),
+        )
+        previous = self.engine.sessions.get(session.worker_id)
+        if previous is not None:
+            # The same worker process reconnected (its old stream died unnoticed): its running
+            # leases move to the new stream instead of being expired.
+            session.leases.update(previous.leases)
+            previous.leases.clear()
+            previous.outbound.put_nowait(None)
+            await self.engine.close_session(previous, "replaced by a new stream")
+            for lease_id in session.leases:
+                self.engine.adopt_lease(session, lease_id)
+        unknown = await self.engine.unknown_namespaces(session.namespaces)
+        await self.engine.open_session(session)
+        log.info("worker connected", extra={"worker_id": session.worker_id,
+                                             "capacity": session.capacity})
+        s = self.settings
+        yield pb.ConnectResponse(
+            welcome=pb.Welcome(
+                worker_id=session.worker_id,
+                server_id=s.server_id,
+                heartbeat_interval=convert.duration(s.heartbeat_interval_seconds),
+                keepalive_interval=convert.duration(s.keepalive_interval_seconds),
+                keepalive_timeout=convert.duration(s.keepalive_timeout_seconds),
+                ack_timeout=convert.duration(s.ack_timeout_seconds),
+                unknown_namespaces=unknown,
+            )
+        )
+        reader = asyncio.create_task(self._read(session, request_iterator), name="connect-reader")
+        pinger = asyncio.create_task(self._keepalive(session), name="connect-keepalive")
+        try:
+            while True:
+                item = await session.outbound.get()
+                if item is None:
+                    break
+                if isinstance(item, ClaimedStep):
+                    yield pb.ConnectResponse(
+                        assignment=pb.Assignment(
+                            lease_id=item.lease_id,
+                            lease_deadline=convert.ts(item.lease_deadline),
+                            context=convert.assignment(item),
+                            traceparent=item.trace_parent or "",
+                            tracestate=item.trace_state or "",
+                        )
+                    )
+                elif isinstance(item, Cancellation):
+                    yield pb.ConnectResponse(
+                        cancellation=pb.Cancellation(lease_id=item.lease_id, reason=item.reason)
+                    )
+                else:
+                    yield item
+        finally:
+            reader.cancel()
+            pinger.cancel()
+            for task in (reader, pinger):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.engine.close_session(session, "stream closed")
+            log.info("worker disconnected", extra={"worker_id": session.worker_id})
+
+    async def _keepalive(self, session: WorkerSession) -> None:
+        while True:
+            await asyncio.sleep(self.settings.keepalive_interval_seconds)
+            now = timestamp_pb2.Timestamp()
+            now.GetCurrentTime()
+            session.outbound.put_nowait(
+                pb.ConnectResponse(keepalive=pb.Keepalive(nonce=next(self._nonce), server_time=now))
+            )
+
+    async def _read(self, session: WorkerSession, requests: AsyncIterator[pb.ConnectRequest]) -> None:
+        try:
+            async for msg in requests:
+                session.touch()
+                kind = msg.WhichOneof("message")
+                if kind == "ack":
+                    self.engine.ack(session, msg.ack.lease_id)
+                elif kind == "heartbeat":
+                    ids = list(msg.heartbeat.lease_ids)
+                    active = self.engine.heartbeat(session, ids)
+                    session.outbound.put_nowait(
+                        pb.ConnectResponse(heartbeat_ack=pb.HeartbeatAck(leases=[
+                            pb.LeaseStatus(lease_id=i, active=active[i]) for i in ids
+                        ]))
+                    )
+                elif kind in ("result", "failure"):
+                    outcome = _outcome(getattr(msg, kind), session.worker_id, kind == "result")
+                    asyncio.create_task(self._report(session, outcome))
+                elif kind == "drain":
+                    session.draining = True
+                elif kind == "hello":
+                    log.warning("duplicate hello ignored", extra={"worker_id": session.worker_id})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("worker stream ended: %s", type(exc).__name__,
+                     extra={"worker_id": session.worker_id})
+        session.outbound.put_nowait(None)
+
+    async def _report(self, session: WorkerSession, outcome: Outcome) -> None:
+        try:
+            verdict = await self.engine.report(outcome)
+        except Exception:
+            log.exception("recording an outcome failed", extra={"lease_id": outcome.lease_id})
+            verdict = Verdict(outcome.lease_id, False, "INTERNAL", "try again")
+        session.outbound.put_nowait(
+            pb.ConnectResponse(
+                result_ack=pb.ResultAck(
+                    lease_id=verdict.lease_id, accepted=verdict.accepted,
+                    reason=verdict.reason, message=verdict.message,
+                )
+            )
+        )
+
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.HeartbeatResponse:
+        if not request.lease_ids:
+            raise errors.InvalidArgument(
+                "lease_ids is required", [errors.FieldViolation("lease_ids", "at least one")]
+            )
+        ids = list(request.lease_ids)
+        active = await self.engine.heartbeat_anywhere(ids)
+        return pb.HeartbeatResponse(
+            leases=[pb.LeaseStatus(lease_id=i, active=active[i]) for i in ids]
+        )
+
+    async def ReportStepResult(
+        self, request: pb.ReportStepResultRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ReportStepResultResponse:
+        kind = request.WhichOneof("outcome")
+        if kind is None:
+            raise errors.InvalidArgument(
+                "an outcome is required",
+                [errors.FieldViolation("outcome", "set success or failure")],
+            )
+        body = getattr(request, kind)
+        if not body.lease_id:
+            raise errors.InvalidArgument(
+                "lease_id is required", [errors.FieldViolation(f"{kind}.lease_id", "is required")]
+            )
+        verdict = await self.engine.report(_outcome(body, request.worker_id, kind == "success"))
+        if not verdict.accepted:
+            raise errors.FailedPrecondition(
+                verdict.message or "lease is no longer valid", reason="LEASE_STALE",
+                metadata={"lease_id": body.lease_id},
+            )
+        return pb.ReportStepResultResponse(accepted=True)

@@ -1,0 +1,204 @@
+"""Wiring and lifecycle of one server process.
+
+Start-up: logging → database (+ migrations) → engine loops → templates from ``templates_dir`` →
+gRPC server (services, health, reflection). Shutdown (SIGTERM/SIGINT, idempotent): health goes
+NOT_SERVING, the server stops accepting RPCs and gives in-flight ones ``shutdown_grace_seconds``,
+the engine loops stop, the database pool closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tasker.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    event_service_pb2,
+    event_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
+    template_service_pb2,
+    template_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
+from tasker_server.api.admin_service import AdminService
+from tasker_server.api.event_service import EventService
+from tasker_server.api.interceptors import ErrorInterceptor
+from tasker_server.api.task_service import TaskService
+from tasker_server.api.template_service import TemplateService
+from tasker_server.api.worker_service import WorkerService
+from tasker_server.config import Settings
+from tasker_server.domain.errors import TaskerError
+from tasker_server.engine.commands import Commands
+from tasker_server.engine.engine import Engine
+from tasker_server.logs import configure_logging
+from tasker_server.store.db import Database
+from tasker_server.store.migrate import upgrade
+
+__all__ = ["App", "migrate_only", "serve"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    template_service_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
+    worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+)
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+HEALTH_INTERVAL_SECONDS = 2.0
+
+
+class App:
+    """A running server. ``await App.start(settings)``; ``await app.stop()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database.from_url(settings.database_url)
+        self.engine = Engine(self.db, settings)
+        self.commands = Commands(self.engine, settings.environment)
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self._health_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    @classmethod
+    async def start(cls, settings: Settings) -> App:
+        app = cls(settings)
+        await app._start()
+        return app
+
+    async def _start(self) -> None:
+        s = self.settings
+        if s.migrate_on_start:
+            await upgrade(self.db)
+        await self.engine.start()
+        await self._load_templates()
+        self.server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # Let clients' HTTP/2 pings through without GOAWAY (workers keep streams open).
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            ],
+        )
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(
+            TaskService(self.commands), self.server
+        )
+        template_service_pb2_grpc.add_TemplateServiceServicer_to_server(
+            TemplateService(self.commands), self.server
+        )
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
+            WorkerService(self.engine), self.server
+        )
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminService(self.commands), self.server
+        )
+        event_service_pb2_grpc.add_EventServiceServicer_to_server(
+            EventService(self.engine), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        if s.tls_cert_file:
+            creds = grpc.ssl_server_credentials(
+                [(Path(s.tls_key_file).read_bytes(), Path(s.tls_cert_file).read_bytes())]
+            )
+            self.port = self.server.add_secure_port(s.listen, creds)
+        else:
+            self.port = self.server.add_insecure_port(s.listen)
+        await self.server.start()
+        await self._check_health()
+        self._health_task = asyncio.create_task(self._health_loop(), name="tasker-health")
+        log.info(
+            "tasker serving",
+            extra={"listen": s.listen, "port": self.port, "database": self.db.display_url,
+                   "server_id": s.server_id},
+        )
+
+    async def _load_templates(self) -> None:
+        directory = self.settings.templates_dir
+        if not directory:
+            return
+        for path in sorted(Path(directory).glob("*.y*ml")):
+            try:
+                stored, created = await self.commands.register_template(path.read_text())
+                log.info("template %s", "registered" if created else "unchanged",
+                         extra={"file": str(path), "template": f"{stored.namespace}/{stored.name}",
+                                "version": stored.version})
+            except TaskerError as exc:
+                log.error("template file rejected: %s", exc, extra={"file": str(path)})
+
+    async def _check_health(self) -> None:
+        ok = await self.db.ping()
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if ok and not self._stopping
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
+            with contextlib.suppress(Exception):
+                await self._check_health()
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        log.info("tasker shutting down")
+        if self._health_task is not None:
+            self._health_task.cancel()
+        with contextlib.suppress(Exception):
+            await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        await self.engine.stop()
+        await self.db.dispose()
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve(settings: Settings) -> int:
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        app = await App.start(settings)
+    except TaskerError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(app.stop()))
+    await app.wait()
+    return 0
+
+
+async def migrate_only(settings: Settings) -> int:
+    configure_logging(settings.log_level, settings.log_format)
+    db = Database.from_url(settings.database_url)
+    try:
+        await upgrade(db)
+    finally:
+        await db.dispose()
+    log.info("migrations applied", extra={"database": db.display_url})
+    return 0

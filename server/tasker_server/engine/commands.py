@@ -1,0 +1,281 @@
+"""Use cases behind the unary RPCs: templates, task creation and cancellation, namespaces.
+
+Each function is one unit of work: validate (domain), read/write (store) in one transaction,
+then wake the engine. Limits are defined here once and documented in the proto.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from tasker_server.domain import errors
+from tasker_server.domain.states import TaskState, check_task_transition
+from tasker_server.domain.templates import (
+    TemplateDefinition,
+    content_hash,
+    parse_template,
+    validate_input,
+    version_key,
+)
+from tasker_server.store import tasks as task_store
+from tasker_server.store import templates as template_store
+from tasker_server.store.journal import Journal
+from tasker_server.store.models import Namespace, Task
+
+from .engine import Engine
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "MAX_TEMPLATE_BYTES",
+    "Commands",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_TEMPLATE_BYTES = 256 * 1024
+MAX_TAGS = 32
+MAX_TAG_LENGTH = 64
+TERMINAL_TASK_STATES = {TaskState.COMPLETE, TaskState.CANCELLED, TaskState.RESOLVED_MANUALLY}
+
+
+def payload_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")).encode())
+
+
+class Commands:
+    def __init__(self, engine: Engine, environment: str = "") -> None:
+        self.engine = engine
+        self.db = engine.db
+        self.environment = environment or None
+        self._definitions: dict[int, TemplateDefinition] = {}
+
+    # -- templates ------------------------------------------------------------------------------
+
+    async def register_template(self, yaml_text: str) -> tuple[template_store.StoredTemplate, bool]:
+        if not yaml_text.strip():
+            raise errors.InvalidArgument(
+                "yaml is required", [errors.FieldViolation("yaml", "must not be empty")]
+            )
+        if len(yaml_text.encode()) > MAX_TEMPLATE_BYTES:
+            raise errors.ResourceExhausted(
+                f"template YAML is over {MAX_TEMPLATE_BYTES // 1024} KiB", reason="TEMPLATE_TOO_LARGE"
+            )
+        defn = parse_template(yaml_text)
+        digest = content_hash(defn)
+        key = f"{defn.namespace}/{defn.name}@{defn.version}"
+        async with self.db.session() as s:
+            await template_store.ensure_namespace(s, defn.namespace)
+            stored = await template_store.insert_template(
+                s,
+                namespace=defn.namespace,
+                name=defn.name,
+                version=(defn.version, version_key(defn.version)),
+                content_hash=digest,
+                yaml_text=yaml_text,
+                definition=defn.to_dict(),
+                description=defn.description,
+            )
+            if stored is not None:
+                return stored, True
+            existing = await template_store.find_template(s, defn.namespace, defn.name, defn.version)
+        if existing is None:  # pragma: no cover - deleted in between; templates are never deleted
+            raise errors.Aborted("template registration raced; retry")
+        if existing.content_hash != digest:
+            raise errors.AlreadyExists(
+                "template",
+                key,
+                f"template {key} is already registered with different content; "
+                "register a new version instead",
+                reason="TEMPLATE_VERSION_EXISTS",
+            )
+        return existing, False
+
+    async def get_template(
+        self, namespace: str, name: str, version: str | None
+    ) -> template_store.StoredTemplate:
+        async with self.db.session(read_only=True) as s:
+            stored = await template_store.find_template(s, namespace, name, version or None)
+        if stored is None:
+            ident = f"{namespace}/{name}" + (f"@{version}" if version else "")
+            raise errors.NotFound("template", ident, reason="TEMPLATE_NOT_FOUND")
+        return stored
+
+    def definition(self, stored: template_store.StoredTemplate) -> TemplateDefinition:
+        defn = self._definitions.get(stored.id)
+        if defn is None:
+            defn = TemplateDefinition.from_dict(stored.definition).for_environment(self.environment)
+            self._definitions[stored.id] = defn
+        return defn
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    async def create_task(
+        self,
+        *,
+        namespace: str,
+        template_name: str,
+        template_version: str,
+        context: dict[str, Any],
+        idempotency_key: str,
+        correlation_id: str,
+        priority: int,
+        tags: list[str],
+        deadline: datetime | None,
+        trace_parent: str | None,
+        trace_state: str | None,
+    ) -> tuple[int, bool]:
+        violations = []
+        if not namespace:
+            violations.append(errors.FieldViolation("namespace", "is required"))
+        if not template_name:
+            violations.append(errors.FieldViolation("template_name", "is required"))
+        if not 0 <= priority <= 100:
+            violations.append(errors.FieldViolation("priority", "must be between 0 and 100"))
+        if len(tags) > MAX_TAGS:
+            violations.append(errors.FieldViolation("tags", f"at most {MAX_TAGS} tags"))
+        for i, tag in enumerate(tags):
+            if not tag or len(tag) > MAX_TAG_LENGTH:
+                violations.append(
+                    errors.FieldViolation(f"tags[{i}]", f"must be 1..{MAX_TAG_LENGTH} characters")
+                )
+        if len(idempotency_key) > 255:
+            violations.append(errors.FieldViolation("idempotency_key", "at most 255 characters"))
+        if len(correlation_id) > 255:
+            violations.append(errors.FieldViolation("correlation_id", "at most 255 characters"))
+        if violations:
+            raise errors.InvalidArgument("invalid CreateTask request", violations)
+        if payload_size(context) > MAX_PAYLOAD_BYTES:
+            raise errors.ResourceExhausted(
+                "context is over 1 MiB serialized", reason="PAYLOAD_TOO_LARGE"
+            )
+
+        stored = await self.get_template(namespace, template_name, template_version)
+        defn = self.definition(stored)
+        problems = validate_input(defn, context)
+        if problems:
+            raise errors.InvalidArgument(
+                "context does not match the template's input_schema",
+                [errors.FieldViolation("context" + p.field.removeprefix("input"), p.description)
+                 for p in problems],
+                reason="INVALID_CONTEXT",
+            )
+        if idempotency_key:
+            async with self.db.session(read_only=True) as s:
+                existing = await task_store.find_by_idempotency_key(s, namespace, idempotency_key)
+            if existing is not None:
+                return existing.id, False
+
+        sequence = defn.sequence_numbers()
+        steps = [
+            task_store.NewStep(
+                name=st.name,
+                handler=st.handler_class,
+                position=sequence[st.name],
+                depends_on=st.depends_on_steps,
+                max_attempts=st.retry.max_attempts,
+                retry=st.retry.to_dict(),
+                timeout_seconds=st.timeout_seconds,
+                config=st.handler_config,
+                optional=st.optional,
+                fallback_handler=st.fallback_handler,
+                breaker_key=st.breaker_key or st.handler_class,
+            )
+            for st in sorted(defn.steps, key=lambda st: sequence[st.name])
+        ]
+        if deadline is None and defn.timeout_seconds:
+            from datetime import timedelta
+
+            from tasker_server.store.types import utcnow
+
+            deadline = utcnow() + timedelta(seconds=defn.timeout_seconds)
+        new = task_store.NewTask(
+            namespace=namespace,
+            template_name=defn.name,
+            template_version=defn.version,
+            template_id=stored.id,
+            context=context,
+            correlation_id=correlation_id or None,
+            priority=priority,
+            tags=tags,
+            idempotency_key=idempotency_key or None,
+            max_parallel_steps=defn.max_parallel_steps,
+            deadline=deadline,
+            trace_parent=trace_parent,
+            trace_state=trace_state,
+            steps=steps,
+        )
+        async with self.db.session() as s:
+            journal = Journal()
+            task_id = await task_store.insert_task(s, journal, new)
+            if task_id is None and idempotency_key:
+                existing = await task_store.find_by_idempotency_key(s, namespace, idempotency_key)
+                if existing is not None:
+                    return existing.id, False
+            if task_id is None:
+                raise errors.Aborted("task creation conflicted; retry")
+            await journal.flush(s)
+        self.engine.wake(admit=True)
+        return task_id, True
+
+    async def get_task(self, task_id: int) -> task_store.TaskDetail:
+        async with self.db.session(read_only=True) as s:
+            detail = await task_store.load_task_detail(s, task_id)
+        if detail is None:
+            raise errors.NotFound("task", str(task_id), reason="TASK_NOT_FOUND")
+        return detail
+
+    async def cancel_task(self, task_id: int, actor: str, reason: str) -> None:
+        async with self.db.session() as s:
+            journal = Journal()
+            task = await task_store.load_task(s, task_id, for_update=True)
+            if task is None:
+                raise errors.NotFound("task", str(task_id), reason="TASK_NOT_FOUND")
+            check_task_transition(task.state, TaskState.CANCELLED)
+            leases = await task_store.cancel_steps(s, journal, task, actor=actor, reason=reason)
+            await s.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.state == task.state)
+                .values(state=TaskState.CANCELLED, in_flight=0, end_time=journal.now,
+                        update_time=journal.now)
+                .execution_options(synchronize_session=False)
+            )
+            journal.transition(task_id=task_id, from_state=task.state,
+                               to_state=TaskState.CANCELLED, event="cancel", actor=actor,
+                               reason=reason or None)
+            journal.event("task.cancelled", task_id=task_id, namespace=task.namespace,
+                          correlation_id=task.correlation_id,
+                          metadata={"actor": actor, "reason": reason})
+            await journal.flush(s)
+        self.engine.notify_committed(True)
+        self.engine.cancel_leases(leases, "task_cancelled")
+        self.engine.wake(admit=True)
+
+    # -- namespaces -----------------------------------------------------------------------------
+
+    async def set_paused(self, namespace: str, paused: bool, actor: str, reason: str) -> Namespace:
+        async with self.db.session() as s:
+            await template_store.ensure_namespace(s, namespace)
+            row = (
+                await s.execute(select(Namespace).where(Namespace.name == namespace))
+            ).scalar_one()
+            if row.paused != paused:
+                row.paused = paused
+                journal = Journal()
+                journal.event(
+                    "namespace.paused" if paused else "namespace.resumed",
+                    namespace=namespace,
+                    metadata={"actor": actor, "reason": reason},
+                )
+                await journal.flush(s)
+            await s.flush()
+        self.engine.notify_committed(True)
+        self.engine.wake()
+        return row
+
+

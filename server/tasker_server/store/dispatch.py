@@ -1,0 +1,377 @@
+"""Admission of tasks and claiming of ready steps: the readiness SQL lives here, once.
+
+Readiness is incremental: ``steps.pending_parents`` counts unsatisfied dependencies and is
+decremented by ``outcomes.apply`` for the children of each satisfied step, so a step is ready
+exactly when ``state IN ('pending','retrying') AND pending_parents = 0`` (and its backoff elapsed).
+The partial index ``ix_steps_ready`` holds only such rows.
+
+Claims are ``SELECT … FOR UPDATE SKIP LOCKED`` then an UPDATE by primary key, in one
+transaction. On PostgreSQL the row locks keep concurrent claimers (other replicas) apart, and the
+task rows are locked too so ``max_parallel_steps`` is checked against a stable ``in_flight``. On
+SQLite every write transaction starts with ``BEGIN IMMEDIATE`` (see ``db.py``), so the same
+read-then-write runs alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tasker_server.domain.states import StepState, TaskState
+
+from .journal import Journal
+from .models import Namespace, Step, StepEdge, Task
+
+__all__ = ["ClaimedStep", "DependencyRow", "admit_tasks", "claim_steps"]
+
+_ADMISSION_LOCK = 0x7A5C3E3
+_READY_STATES = (StepState.PENDING.value, StepState.RETRYING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class DependencyRow:
+    name: str
+    state: str
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedStep:
+    lease_id: str
+    lease_deadline: datetime
+    step_id: int
+    name: str
+    handler: str
+    position: int
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float
+    config: Any
+    task_id: int
+    namespace: str
+    template_name: str
+    template_version: str
+    context: Any
+    correlation_id: str | None
+    priority: int
+    tags: Any
+    total_steps: int
+    trace_parent: str | None
+    trace_state: str | None
+    dependencies: tuple[DependencyRow, ...]
+
+
+async def admit_tasks(session: AsyncSession, journal: Journal, server_cap: int) -> int:
+    """Moves PENDING tasks to IN_PROGRESS within the server-wide and per-namespace caps.
+
+    Returns how many were admitted. Admission is serialised (an advisory lock on PostgreSQL, the
+    single writer on SQLite) so that two replicas cannot both fill the last slot.
+    """
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADMISSION_LOCK})
+    running = (
+        await session.execute(
+            select(Task.namespace, func.count())
+            .where(Task.state == TaskState.IN_PROGRESS)
+            .group_by(Task.namespace)
+        )
+    ).all()
+    per_namespace = {ns: int(n) for ns, n in running}
+    room = server_cap - sum(per_namespace.values())
+    if room <= 0:
+        return 0
+    candidates = (
+        await session.execute(
+            select(
+                Task.id,
+                Task.namespace,
+                Task.correlation_id,
+                Task.total_steps,
+                Namespace.max_parallel_tasks,
+            )
+            .join(Namespace, Namespace.name == Task.namespace, isouter=True)
+            .where(Task.state == TaskState.PENDING)
+            .order_by(Task.priority.desc(), Task.id)
+            .limit(room)
+        )
+    ).all()
+    admitted: list[int] = []
+    for task_id, namespace, correlation_id, total_steps, cap in candidates:
+        if cap is not None and per_namespace.get(namespace, 0) >= cap:
+            continue
+        per_namespace[namespace] = per_namespace.get(namespace, 0) + 1
+        admitted.append(task_id)
+        journal.transition(
+            task_id=task_id,
+            from_state=TaskState.PENDING,
+            to_state=TaskState.IN_PROGRESS,
+            event="admit",
+        )
+        journal.event(
+            "task.started",
+            task_id=task_id,
+            namespace=namespace,
+            correlation_id=correlation_id,
+            metadata={"total_steps": total_steps},
+        )
+    if admitted:
+        await session.execute(
+            update(Task)
+            .where(Task.id.in_(admitted), Task.state == TaskState.PENDING)
+            .values(state=TaskState.IN_PROGRESS, start_time=journal.now, update_time=journal.now)
+            .execution_options(synchronize_session=False)
+        )
+        # Roots of the admitted tasks are viable now.
+        roots = (
+            await session.execute(
+                select(Step.task_id, Step.name, Step.namespace).where(
+                    Step.task_id.in_(admitted), Step.pending_parents == 0
+                )
+            )
+        ).all()
+        by_task: dict[int, list[str]] = {}
+        for task_id, name, _ in roots:
+            by_task.setdefault(task_id, []).append(name)
+        for task_id, names in by_task.items():
+            journal.event(
+                "viable_steps.discovered",
+                task_id=task_id,
+                namespace=roots[0].namespace,
+                metadata={"step_names": names},
+            )
+    return len(admitted)
+
+
+async def claim_steps(
+    session: AsyncSession,
+    journal: Journal,
+    *,
+    namespaces: list[str],
+    handlers: list[str],
+    limit: int,
+    worker_id: str,
+    lease_extra_seconds: float,
+    open_breakers: list[str] | None = None,
+) -> list[ClaimedStep]:
+    """Leases up to ``limit`` ready steps that this worker can run; highest priority first."""
+    if limit <= 0 or not namespaces or not handlers:
+        return []
+    now = journal.now
+    paused = select(Namespace.name).where(Namespace.paused.is_(True))
+    query = (
+        select(
+            Step.id,
+            Step.task_id,
+            Step.state,
+            Step.attempts,
+            Step.timeout_seconds,
+            Task.max_parallel_steps,
+            Task.in_flight,
+        )
+        .join(Task, Task.id == Step.task_id)
+        .where(
+            Step.state.in_(_READY_STATES),
+            Step.pending_parents == 0,
+            Step.namespace.in_(namespaces),
+            Step.handler.in_(handlers),
+            or_(Step.ready_at.is_(None), Step.ready_at <= now),
+            Task.state == TaskState.IN_PROGRESS,
+            or_(Task.max_parallel_steps.is_(None), Task.in_flight < Task.max_parallel_steps),
+            Step.namespace.not_in(paused),
+        )
+        .order_by(Step.priority.desc(), Step.id)
+        .limit(limit)
+    )
+    if open_breakers:
+        query = query.where(Step.breaker_key.not_in(open_breakers))
+    if session.bind.dialect.name == "postgresql":
+        query = query.with_for_update(of=[Step.__table__, Task.__table__], skip_locked=True)
+    candidates = (await session.execute(query)).all()
+
+    room: dict[int, int] = {}
+    chosen = []
+    for step_id, task_id, state, attempts, timeout, max_parallel, in_flight in candidates:
+        if task_id not in room:
+            room[task_id] = (max_parallel - in_flight) if max_parallel is not None else 1 << 30
+        if room[task_id] <= 0:
+            continue
+        room[task_id] -= 1
+        chosen.append((step_id, task_id, state, attempts, in_flight, timeout))
+    if not chosen:
+        return []
+
+    # Hard deadline: the worker enforces the step timeout; this backstops workers and replicas
+    # that vanished without a trace.
+    deadlines = {c[0]: now + timedelta(seconds=c[5] + lease_extra_seconds) for c in chosen}
+    leases = {step_id: str(uuid.uuid4()) for step_id, *_ in chosen}
+    await session.execute(
+        update(Step),
+        [
+            {
+                "id": step_id,
+                "state": StepState.ENQUEUED,
+                "lease_id": leases[step_id],
+                "lease_expires_at": deadlines[step_id],
+                "worker_id": worker_id,
+                "update_time": now,
+            }
+            for step_id, *_ in chosen
+        ],
+    )
+    added: dict[int, int] = {}
+    base_in_flight: dict[int, int] = {}
+    for step_id, task_id, state, _attempts, in_flight, _timeout in chosen:
+        added[task_id] = added.get(task_id, 0) + 1
+        base_in_flight[task_id] = in_flight
+        journal.transition(
+            task_id=task_id,
+            step_id=step_id,
+            from_state=state,
+            to_state=StepState.ENQUEUED,
+            event="claim",
+            actor=f"worker:{worker_id}",
+        )
+    await session.execute(
+        update(Task),
+        [
+            {"id": task_id, "in_flight": base_in_flight[task_id] + n, "update_time": now}
+            for task_id, n in added.items()
+        ],
+    )
+    return await _contexts(session, [c[0] for c in chosen], leases, deadlines)
+
+
+async def _contexts(
+    session: AsyncSession,
+    step_ids: list[int],
+    leases: dict[int, str],
+    deadlines: dict[int, datetime],
+) -> list[ClaimedStep]:
+    """Execution contexts of claimed steps: two queries, whatever their number."""
+    rows = (
+        await session.execute(
+            select(Step, Task).join(Task, Task.id == Step.task_id).where(Step.id.in_(step_ids))
+        )
+    ).all()
+    deps: dict[int, list[DependencyRow]] = {}
+    parent = Step.__table__.alias("parent")
+    dep_rows = await session.execute(
+        select(StepEdge.child_id, parent.c.name, parent.c.state, parent.c.result)
+        .join(parent, parent.c.id == StepEdge.parent_id)
+        .where(StepEdge.child_id.in_(step_ids))
+    )
+    for child_id, name, state, result in dep_rows.all():
+        deps.setdefault(child_id, []).append(DependencyRow(name, state, result))
+    out = []
+    for step, task in rows:
+        out.append(
+            ClaimedStep(
+                lease_id=leases[step.id],
+                lease_deadline=deadlines[step.id],
+                step_id=step.id,
+                name=step.name,
+                handler=step.handler,
+                position=step.position,
+                attempt=step.attempts + 1,
+                max_attempts=step.max_attempts,
+                timeout_seconds=step.timeout_seconds,
+                config=step.config,
+                task_id=task.id,
+                namespace=task.namespace,
+                template_name=task.template_name,
+                template_version=task.template_version,
+                context=task.context,
+                correlation_id=task.correlation_id,
+                priority=task.priority,
+                tags=task.tags,
+                total_steps=task.total_steps,
+                trace_parent=task.trace_parent,
+                trace_state=task.trace_state,
+                dependencies=tuple(deps.get(step.id, ())),
+            )
+        )
+    order = {step_id: i for i, step_id in enumerate(step_ids)}
+    out.sort(key=lambda c: order[c.step_id])
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class StartedStep:
+    lease_id: str
+    step_id: int
+    task_id: int
+    name: str
+    attempt: int
+
+
+async def start_leases(
+    session: AsyncSession, journal: Journal, lease_ids: list[str], worker_id: str = ""
+) -> list[StartedStep]:
+    """ENQUEUED -> IN_PROGRESS for acknowledged leases; the attempt is counted here."""
+    if not lease_ids:
+        return []
+    rows = (
+        await session.execute(
+            update(Step)
+            .where(Step.lease_id.in_(lease_ids), Step.state == StepState.ENQUEUED)
+            .values(
+                state=StepState.IN_PROGRESS,
+                attempts=Step.attempts + 1,
+                start_time=func.coalesce(Step.start_time, journal.now),
+                update_time=journal.now,
+            )
+            .returning(Step.lease_id, Step.id, Step.task_id, Step.name, Step.attempts, Step.worker_id)
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    if not rows:
+        return []
+    tasks = {
+        t.id: t
+        for t in (
+            await session.execute(
+                select(Task.id, Task.namespace, Task.correlation_id).where(
+                    Task.id.in_({r.task_id for r in rows})
+                )
+            )
+        ).all()
+    }
+    started = []
+    for lease_id, step_id, task_id, name, attempt, holder in rows:
+        started.append(StartedStep(lease_id, step_id, task_id, name, attempt))
+        journal.transition(
+            task_id=task_id,
+            step_id=step_id,
+            from_state=StepState.ENQUEUED,
+            to_state=StepState.IN_PROGRESS,
+            event="ack",
+            actor=f"worker:{holder or worker_id}",
+        )
+        task = tasks.get(task_id)
+        journal.event(
+            "step.started",
+            task_id=task_id,
+            namespace=task.namespace if task else None,
+            correlation_id=task.correlation_id if task else None,
+            step_name=name,
+            metadata={"attempt": attempt, "worker_id": holder or worker_id},
+        )
+    return started
+
+
+async def expired_leases(session: AsyncSession, now: datetime, limit: int = 500) -> list[str]:
+    """Leases past their hard deadline (covers workers and replicas that vanished)."""
+    rows = await session.execute(
+        select(Step.lease_id)
+        .where(
+            Step.state.in_([StepState.ENQUEUED.value, StepState.IN_PROGRESS.value]),
+            Step.lease_expires_at < now,
+        )
+        .limit(limit)
+    )
+    return [r for (r,) in rows.all() if r]

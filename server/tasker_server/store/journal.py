@@ -1,0 +1,96 @@
+"""Transitions and events, collected during a unit of work and written with it.
+
+Every state change goes through a ``Journal``: the transition row and the lifecycle event are
+inserted in the same transaction as the change itself (two bulk INSERTs per unit of work, however
+many steps changed), so an event exists if and only if its change committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .models import Event, Transition
+from .types import utcnow
+
+__all__ = ["Journal"]
+
+_EVENT_LOCK = 0x7A5C3E2
+
+
+@dataclass(slots=True)
+class Journal:
+    """Pending transitions and events of one transaction."""
+
+    now: datetime = field(default_factory=utcnow)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def transition(
+        self,
+        *,
+        task_id: int,
+        to_state: str,
+        from_state: str | None,
+        event: str,
+        step_id: int | None = None,
+        actor: str = "system",
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.transitions.append(
+            {
+                "task_id": task_id,
+                "step_id": step_id,
+                "entity": "step" if step_id is not None else "task",
+                "from_state": from_state,
+                "to_state": to_state,
+                "event": event,
+                "reason": reason,
+                "actor": actor,
+                "metadata_": metadata or {},
+                "create_time": self.now,
+            }
+        )
+
+    def event(
+        self,
+        name: str,
+        *,
+        task_id: int | None = None,
+        namespace: str | None = None,
+        correlation_id: str | None = None,
+        step_name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        payload: dict[str, Any] = {"metadata": metadata or {}}
+        if step_name:
+            payload["step_name"] = step_name
+        self.events.append(
+            {
+                "task_id": task_id,
+                "namespace": namespace,
+                "name": name,
+                "correlation_id": correlation_id,
+                "payload": payload,
+                "create_time": self.now,
+            }
+        )
+
+    async def flush(self, session: AsyncSession) -> None:
+        if self.transitions:
+            await session.execute(insert(Transition), self.transitions)
+            self.transitions = []
+        if self.events:
+            if session.bind.dialect.name == "postgresql":
+                # Sequence numbers are taken at INSERT but become visible at COMMIT; two writers
+                # could commit out of order and a reader resuming "after N" would skip the late
+                # one. Holding this lock from the event INSERT to COMMIT makes sequence order equal
+                # commit order: streams are gap-free. (SQLite's single writer already is.)
+                await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK})
+            await session.execute(insert(Event), self.events)
+            self.events = []

@@ -1,0 +1,408 @@
+"""Applying lease outcomes in batches: results, failures, releases and expiries.
+
+One call handles many leases in one transaction with a fixed number of statements: fence the
+leases, update the steps (bulk by primary key), record attempts, decrement the children's
+``pending_parents`` (one UPDATE … FROM over the grouped edges), update the tasks' counters, finish
+completed or failed tasks, and write transitions and events. Work is proportional to the leases and
+their direct dependents, never to the size of a DAG.
+
+Fencing: an outcome is applied only if the step still holds that lease and is ENQUEUED or
+IN_PROGRESS. The lease id stays on the step after the outcome, so a second delivery of the same
+lease is recognised as a duplicate (accepted, not recorded again); any other lease is stale.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tasker_server.domain.retry import BackoffFactors, ErrorClass, RetryAction, RetryPolicy, decide
+from tasker_server.domain.states import ACTIVE_STEP_STATES, StepState, TaskState
+
+from .journal import Journal
+from .models import Step, StepAttempt, StepEdge, Task
+
+__all__ = ["Outcome", "OutcomeKind", "Verdict", "apply_outcomes"]
+
+_ACTIVE = [s.value for s in ACTIVE_STEP_STATES]
+_MAX_MESSAGE = 16 * 1024
+_MAX_BACKTRACE = 64 * 1024
+
+
+class OutcomeKind(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    # Assignment never acknowledged (or its worker vanished before starting): requeue, no attempt.
+    RELEASE = "release"
+    # The lease ran out (worker lost, hung past its timeout): transient failure if it had started.
+    EXPIRE = "expire"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    lease_id: str
+    kind: OutcomeKind
+    worker_id: str = ""
+    result: dict[str, Any] | None = None
+    error_class: str = ErrorClass.DELAYED
+    error_type: str = ""
+    message: str = ""
+    backtrace: str = ""
+    retry_after: float | None = None
+    error_metadata: dict[str, Any] = field(default_factory=dict)
+    execution_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    lease_id: str
+    accepted: bool
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(slots=True)
+class BatchResult:
+    verdicts: list[Verdict] = field(default_factory=list)
+    # Leases of other steps that workers must stop (e.g. nothing yet; reserved for task failure).
+    cancellations: list[str] = field(default_factory=list)
+    # True when something may have become dispatchable (steps ready, tasks finished, requeues).
+    wake: bool = False
+    finished_tasks: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _TaskDelta:
+    in_flight: int = 0
+    satisfied: int = 0
+    failed_step: str | None = None
+    failed_class: str = ""
+    blocked: bool = False
+
+
+async def apply_outcomes(
+    session: AsyncSession, journal: Journal, outcomes: list[Outcome], rng: random.Random
+) -> BatchResult:
+    out = BatchResult()
+    now = journal.now
+    leases = list({o.lease_id for o in outcomes})
+    rows = {
+        s.lease_id: s
+        for s in (
+            await session.execute(
+                _for_update(session, select(Step).where(Step.lease_id.in_(leases)))
+            )
+        ).scalars()
+    }
+    task_ids = {s.task_id for s in rows.values()}
+    tasks = {
+        t.id: t
+        for t in (
+            await session.execute(_for_update(session, select(Task).where(Task.id.in_(task_ids))))
+        ).scalars()
+    }
+
+    step_updates: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
+    satisfied_ids: list[int] = []
+    deltas: dict[int, _TaskDelta] = {}
+    seen: set[str] = set()
+
+    for o in outcomes:
+        step = rows.get(o.lease_id)
+        if step is None:
+            out.verdicts.append(
+                Verdict(o.lease_id, False, "LEASE_STALE", "lease unknown, expired or cancelled")
+            )
+            continue
+        if o.lease_id in seen or step.state not in _ACTIVE:
+            # Same lease delivered again after its outcome was recorded: idempotent.
+            out.verdicts.append(Verdict(o.lease_id, True, "DUPLICATE", "outcome already recorded"))
+            continue
+        seen.add(o.lease_id)
+        task = tasks[step.task_id]
+        delta = deltas.setdefault(task.id, _TaskDelta())
+        delta.in_flight -= 1
+        out.wake = True
+        started = step.state == StepState.IN_PROGRESS
+        attempt = step.attempts if started else step.attempts + 1
+        actor = f"worker:{o.worker_id}" if o.worker_id else "system"
+        update_row: dict[str, Any] = {"id": step.id, "update_time": now, "worker_id": None}
+
+        kind = o.kind
+        if kind is OutcomeKind.EXPIRE and not started:
+            kind = OutcomeKind.RELEASE
+        if kind is OutcomeKind.RELEASE:
+            to = StepState.RETRYING if step.attempts > 0 else StepState.PENDING
+            # The lease id is cleared: a late result for it is stale, not a duplicate.
+            update_row.update(state=to, lease_id=None, lease_expires_at=None)
+            step_updates.append(update_row)
+            journal.transition(
+                task_id=task.id, step_id=step.id, from_state=step.state, to_state=to,
+                event="release", actor=actor, reason=o.message or "assignment not acknowledged",
+            )
+            out.verdicts.append(Verdict(o.lease_id, True))
+            continue
+
+        update_row.update(attempts=attempt, lease_expires_at=None)
+        if not started:
+            update_row["start_time"] = step.start_time or now
+        base_event = {
+            "task_id": task.id,
+            "namespace": task.namespace,
+            "correlation_id": task.correlation_id,
+            "step_name": step.name,
+        }
+        if kind is OutcomeKind.SUCCESS:
+            update_row.update(state=StepState.COMPLETE, result=o.result or {}, end_time=now)
+            step_updates.append(update_row)
+            satisfied_ids.append(step.id)
+            delta.satisfied += 1
+            attempts.append(_attempt(step, attempt, o, "complete", now))
+            journal.transition(
+                task_id=task.id, step_id=step.id, from_state=step.state,
+                to_state=StepState.COMPLETE, event="result", actor=actor,
+            )
+            journal.event(
+                "step.completed",
+                **base_event,
+                metadata={"attempt": attempt, "execution_time_ms": o.execution_ms or 0},
+            )
+            out.verdicts.append(Verdict(o.lease_id, True))
+            continue
+
+        # FAILURE or EXPIRE of a started attempt.
+        if kind is OutcomeKind.EXPIRE:
+            error_class, error_type = ErrorClass.TRANSIENT.value, o.error_type or "LeaseExpired"
+        else:
+            error_class = _error_class(o.error_class)
+            error_type = o.error_type
+        error = {
+            "error_class": error_class,
+            "error_type": error_type[:256],
+            "message": o.message[:_MAX_MESSAGE],
+            "backtrace": o.backtrace[:_MAX_BACKTRACE],
+            "retry_after": o.retry_after,
+            "metadata": o.error_metadata,
+        }
+        policy = RetryPolicy(**{**step.retry, "max_attempts": step.max_attempts})
+        decision = decide(
+            policy,
+            error_class,
+            attempt,
+            o.retry_after,
+            BackoffFactors(priority=task.priority),
+            rng,
+        )
+        attempts.append(_attempt(step, attempt, o, "lease_expired" if kind is OutcomeKind.EXPIRE
+                                 else "failed", now, error))
+        update_row["last_error"] = error
+        if kind is OutcomeKind.EXPIRE:
+            # A timed-out attempt's late result must be rejected (fencing), not taken as a copy.
+            update_row["lease_id"] = None
+        meta = {"attempt": attempt, "error_class": error_class, "error_type": error_type}
+        if decision.action is RetryAction.RETRY:
+            to = StepState.RETRYING
+            update_row.update(state=to, ready_at=now + timedelta(seconds=decision.delay_seconds))
+            journal.event(
+                "step.retrying", **base_event,
+                metadata={**meta, "delay_ms": round(decision.delay_seconds * 1000)},
+            )
+        elif decision.action is RetryAction.BLOCK:
+            to = StepState.BLOCKED
+            update_row["state"] = to
+            delta.blocked = True
+            journal.event("step.blocked", **base_event, metadata=meta)
+        elif step.optional:
+            to = StepState.SKIPPED
+            update_row.update(state=to, end_time=now)
+            satisfied_ids.append(step.id)
+            delta.satisfied += 1
+            journal.event("step.skipped", **base_event, metadata=meta)
+        else:
+            to = StepState.FAILED
+            update_row.update(state=to, end_time=now)
+            delta.failed_step = step.name
+            delta.failed_class = error_class
+            journal.event("step.failed", **base_event, metadata=meta)
+        step_updates.append(update_row)
+        journal.transition(
+            task_id=task.id, step_id=step.id, from_state=step.state, to_state=to,
+            event="lease_expired" if kind is OutcomeKind.EXPIRE else "failure", actor=actor,
+            reason=o.message[:1000] or None, metadata=meta,
+        )
+        out.verdicts.append(Verdict(o.lease_id, True))
+
+    if step_updates:
+        await session.execute(update(Step), _uniform(step_updates))
+    if attempts:
+        await session.execute(insert(StepAttempt), attempts)
+    if satisfied_ids:
+        await release_children(session, journal, satisfied_ids, tasks)
+    await _update_tasks(session, journal, tasks, deltas, out)
+    return out
+
+
+def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bulk UPDATE by primary key groups rows by key set; give rows the same keys where cheap."""
+    return rows
+
+
+def _for_update(session: AsyncSession, query: Any) -> Any:
+    if session.bind.dialect.name == "postgresql":
+        return query.with_for_update()
+    return query
+
+
+def _error_class(raw: str) -> str:
+    try:
+        return ErrorClass(raw).value
+    except ValueError:
+        # Unclassified: treated as delayed/retryable (documented in the proto).
+        return ErrorClass.DELAYED.value
+
+
+def _attempt(
+    step: Step, attempt: int, o: Outcome, outcome: str, now: Any, error: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    error = error or {}
+    return {
+        "step_id": step.id,
+        "task_id": step.task_id,
+        "attempt": attempt,
+        "worker_id": o.worker_id or step.worker_id,
+        "lease_id": o.lease_id,
+        "outcome": outcome,
+        "error_class": error.get("error_class"),
+        "error_type": error.get("error_type"),
+        "message": error.get("message"),
+        "backtrace": error.get("backtrace"),
+        "metadata_": error.get("metadata") or {},
+        "start_time": step.start_time or now,
+        "end_time": now,
+    }
+
+
+async def release_children(
+    session: AsyncSession, journal: Journal, satisfied_ids: list[int], tasks: dict[int, Task]
+) -> None:
+    """Decrements ``pending_parents`` of the satisfied steps' children by the number of their
+    satisfied parents in this batch; reports the ones that became ready."""
+    counts = (
+        select(StepEdge.child_id, func.count().label("n"))
+        .where(StepEdge.parent_id.in_(satisfied_ids))
+        .group_by(StepEdge.child_id)
+        .subquery()
+    )
+    ready = (
+        await session.execute(
+            update(Step)
+            .where(Step.id == counts.c.child_id)
+            .values(pending_parents=Step.pending_parents - counts.c.n, update_time=journal.now)
+            .returning(Step.task_id, Step.name, Step.pending_parents, Step.state)
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    by_task: dict[int, list[str]] = {}
+    for task_id, name, pending, state in ready:
+        if pending == 0 and state == StepState.PENDING:
+            by_task.setdefault(task_id, []).append(name)
+    for task_id, names in by_task.items():
+        task = tasks.get(task_id)
+        journal.event(
+            "viable_steps.discovered",
+            task_id=task_id,
+            namespace=task.namespace if task else None,
+            correlation_id=task.correlation_id if task else None,
+            metadata={"step_names": names},
+        )
+        for name in names:
+            journal.event(
+                "dependencies.resolved",
+                task_id=task_id,
+                namespace=task.namespace if task else None,
+                correlation_id=task.correlation_id if task else None,
+                step_name=name,
+            )
+
+
+async def _update_tasks(
+    session: AsyncSession,
+    journal: Journal,
+    tasks: dict[int, Task],
+    deltas: dict[int, _TaskDelta],
+    out: BatchResult,
+) -> None:
+    now = journal.now
+    completing: list[Task] = []
+    rows: list[dict[str, Any]] = []
+    for task_id, delta in deltas.items():
+        task = tasks[task_id]
+        satisfied = task.satisfied_steps + delta.satisfied
+        row: dict[str, Any] = {
+            "id": task_id,
+            "in_flight": max(0, task.in_flight + delta.in_flight),
+            "satisfied_steps": satisfied,
+            "update_time": now,
+        }
+        if delta.blocked:
+            row["blocked"] = True
+        if task.state == TaskState.IN_PROGRESS and delta.failed_step is not None:
+            row.update(state=TaskState.FAILED, end_time=now)
+            out.finished_tasks.append(task_id)
+            journal.transition(
+                task_id=task_id, from_state=task.state, to_state=TaskState.FAILED,
+                event="step_failed", reason=f"step {delta.failed_step} failed",
+            )
+            journal.event(
+                "task.failed", task_id=task_id, namespace=task.namespace,
+                correlation_id=task.correlation_id,
+                metadata={"failed_step": delta.failed_step, "error_class": delta.failed_class,
+                          "total_steps": task.total_steps},
+            )
+        elif task.state == TaskState.IN_PROGRESS and satisfied >= task.total_steps:
+            completing.append(task)
+            row.update(state=TaskState.COMPLETE, end_time=now)
+            out.finished_tasks.append(task_id)
+        rows.append(row)
+    if completing:
+        results = await _leaf_results(session, [t.id for t in completing])
+        for task in completing:
+            for row in rows:
+                if row["id"] == task.id:
+                    row["result"] = results.get(task.id, {})
+            elapsed = (now - (task.start_time or task.create_time)).total_seconds() * 1000
+            journal.transition(
+                task_id=task.id, from_state=task.state, to_state=TaskState.COMPLETE,
+                event="all_steps_satisfied",
+            )
+            journal.event(
+                "task.completed", task_id=task.id, namespace=task.namespace,
+                correlation_id=task.correlation_id,
+                metadata={"total_steps": task.total_steps, "execution_time_ms": round(elapsed),
+                          "success_rate": 1.0},
+            )
+    # Group by key set: SQLAlchemy's bulk UPDATE batches rows with identical keys together.
+    rows.sort(key=lambda r: tuple(sorted(r)))
+    if rows:
+        await session.execute(update(Task), rows)
+
+
+async def _leaf_results(session: AsyncSession, task_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Results of the steps no other step depends on, by step name."""
+    has_child = select(StepEdge.parent_id).where(StepEdge.task_id.in_(task_ids))
+    rows = await session.execute(
+        select(Step.task_id, Step.name, Step.result).where(
+            Step.task_id.in_(task_ids), Step.id.not_in(has_child)
+        )
+    )
+    out: dict[int, dict[str, Any]] = {}
+    for task_id, name, result in rows.all():
+        out.setdefault(task_id, {})[name] = result
+    return out

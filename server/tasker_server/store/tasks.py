@@ -1,0 +1,299 @@
+"""Tasks: creation (task, steps and edges in one transaction), reads, listing and cancellation."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tasker_server.domain.states import StepState, TaskState, allowed_step_sources
+
+from .journal import Journal
+from .models import Step, StepAttempt, StepEdge, Task, Transition
+
+__all__ = [
+    "NewStep",
+    "NewTask",
+    "TaskDetail",
+    "cancel_steps",
+    "find_by_idempotency_key",
+    "insert_task",
+    "list_tasks",
+    "load_task",
+    "load_task_detail",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NewStep:
+    name: str
+    handler: str
+    position: int
+    depends_on: tuple[str, ...]
+    max_attempts: int
+    retry: dict[str, Any]
+    timeout_seconds: float
+    config: dict[str, Any]
+    optional: bool
+    fallback_handler: str | None
+    breaker_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    namespace: str
+    template_name: str
+    template_version: str
+    template_id: int
+    context: dict[str, Any]
+    correlation_id: str | None
+    priority: int
+    tags: list[str]
+    idempotency_key: str | None
+    max_parallel_steps: int | None
+    deadline: datetime | None
+    trace_parent: str | None
+    trace_state: str | None
+    steps: list[NewStep]
+
+
+@dataclass(slots=True)
+class TaskDetail:
+    task: Task
+    steps: list[Step] = field(default_factory=list)
+    parents: dict[int, list[str]] = field(default_factory=dict)
+    attempts: dict[int, list[StepAttempt]] = field(default_factory=dict)
+    transitions: list[Transition] = field(default_factory=list)
+
+
+async def find_by_idempotency_key(session: AsyncSession, namespace: str, key: str) -> Task | None:
+    query = select(Task).where(Task.namespace == namespace, Task.idempotency_key == key)
+    return (await session.execute(query)).scalars().first()
+
+
+async def insert_task(session: AsyncSession, journal: Journal, new: NewTask) -> int | None:
+    """Writes the task, its steps and edges; None if the idempotency key was taken meanwhile.
+
+    Three statements whatever the DAG's size: one task INSERT, one multi-row step INSERT with
+    RETURNING, one multi-row edge INSERT. ``pending_parents`` starts at the number of
+    dependencies, so roots are ready as soon as the task is admitted.
+    """
+    now = journal.now
+    try:
+        async with session.begin_nested():
+            task_id = (
+                await session.execute(
+                    insert(Task)
+                    .values(
+                        namespace=new.namespace,
+                        template_name=new.template_name,
+                        template_version=new.template_version,
+                        template_id=new.template_id,
+                        state=TaskState.PENDING,
+                        context=new.context,
+                        correlation_id=new.correlation_id,
+                        priority=new.priority,
+                        tags=new.tags,
+                        idempotency_key=new.idempotency_key,
+                        total_steps=len(new.steps),
+                        satisfied_steps=0,
+                        in_flight=0,
+                        max_parallel_steps=new.max_parallel_steps,
+                        trace_parent=new.trace_parent,
+                        trace_state=new.trace_state,
+                        deadline=new.deadline,
+                        blocked=False,
+                        create_time=now,
+                        update_time=now,
+                    )
+                    .returning(Task.id)
+                )
+            ).scalar_one()
+    except IntegrityError:
+        return None
+
+    rows = [
+        {
+            "task_id": task_id,
+            "name": s.name,
+            "handler": s.handler,
+            "position": s.position,
+            "state": StepState.PENDING,
+            "namespace": new.namespace,
+            "priority": new.priority,
+            "pending_parents": len(s.depends_on),
+            "attempts": 0,
+            "max_attempts": s.max_attempts,
+            "retry": s.retry,
+            "timeout_seconds": s.timeout_seconds,
+            "config": s.config,
+            "optional": s.optional,
+            "fallback_handler": s.fallback_handler,
+            "breaker_key": s.breaker_key,
+            "create_time": now,
+            "update_time": now,
+        }
+        for s in new.steps
+    ]
+    result = await session.execute(
+        insert(Step).returning(Step.id, Step.name, sort_by_parameter_order=True), rows
+    )
+    ids = {name: step_id for step_id, name in result.all()}
+    edges = [
+        {"task_id": task_id, "parent_id": ids[parent], "child_id": ids[s.name]}
+        for s in new.steps
+        for parent in s.depends_on
+    ]
+    if edges:
+        await session.execute(insert(StepEdge), edges)
+    journal.transition(task_id=task_id, from_state=None, to_state=TaskState.PENDING, event="create")
+    return task_id
+
+
+async def load_task(session: AsyncSession, task_id: int, *, for_update: bool = False) -> Task | None:
+    query = select(Task).where(Task.id == task_id)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalars().first()
+
+
+async def load_task_detail(session: AsyncSession, task_id: int) -> TaskDetail | None:
+    """The task with steps, dependencies, attempts and transitions in four queries."""
+    task = await load_task(session, task_id)
+    if task is None:
+        return None
+    detail = TaskDetail(task=task)
+    detail.steps = list(
+        (await session.execute(select(Step).where(Step.task_id == task_id).order_by(Step.position)))
+        .scalars()
+        .all()
+    )
+    names = {s.id: s.name for s in detail.steps}
+    edges = await session.execute(
+        select(StepEdge.parent_id, StepEdge.child_id).where(StepEdge.task_id == task_id)
+    )
+    for parent_id, child_id in edges.all():
+        detail.parents.setdefault(child_id, []).append(names[parent_id])
+    attempts = await session.execute(
+        select(StepAttempt)
+        .where(StepAttempt.task_id == task_id)
+        .order_by(StepAttempt.step_id, StepAttempt.attempt, StepAttempt.id)
+    )
+    for attempt in attempts.scalars():
+        detail.attempts.setdefault(attempt.step_id, []).append(attempt)
+    detail.transitions = list(
+        (
+            await session.execute(
+                select(Transition).where(Transition.task_id == task_id).order_by(Transition.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return detail
+
+
+def encode_page_token(last_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": last_id}).encode()).decode()
+
+
+def decode_page_token(token: str) -> int:
+    """Raises ValueError on a malformed token."""
+    data = json.loads(base64.urlsafe_b64decode(token.encode()))
+    before = data["before"]
+    if not isinstance(before, int):
+        raise ValueError("bad token")
+    return before
+
+
+async def list_tasks(
+    session: AsyncSession,
+    *,
+    namespace: str,
+    state: str,
+    template_name: str,
+    limit: int,
+    before_id: int | None,
+) -> list[Task]:
+    """Newest first, keyset-paginated on the id."""
+    query = select(Task)
+    if namespace:
+        query = query.where(Task.namespace == namespace)
+    if state:
+        query = query.where(Task.state == state)
+    if template_name:
+        query = query.where(Task.template_name == template_name)
+    if before_id is not None:
+        query = query.where(Task.id < before_id)
+    query = query.order_by(Task.id.desc()).limit(limit)
+    return list((await session.execute(query)).scalars().all())
+
+
+async def cancel_steps(
+    session: AsyncSession,
+    journal: Journal,
+    task: Task,
+    *,
+    actor: str,
+    reason: str | None,
+    to_state: StepState = StepState.CANCELLED,
+) -> list[str]:
+    """Moves every cancellable step of the task to CANCELLED; returns the leases to revoke."""
+    sources = [s.value for s in allowed_step_sources(to_state)]
+    rows = (
+        await session.execute(
+            select(Step.id, Step.name, Step.state, Step.lease_id).where(
+                Step.task_id == task.id, Step.state.in_(sources)
+            )
+        )
+    ).all()
+    if not rows:
+        return []
+    await session.execute(
+        update(Step)
+        .where(Step.id.in_([r.id for r in rows]), Step.state.in_(sources))
+        .values(
+            state=to_state,
+            lease_id=None,
+            lease_expires_at=None,
+            worker_id=None,
+            end_time=journal.now,
+            update_time=journal.now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    leases: list[str] = []
+    for step_id, name, from_state, lease_id in rows:
+        if lease_id:
+            leases.append(lease_id)
+        journal.transition(
+            task_id=task.id,
+            step_id=step_id,
+            from_state=from_state,
+            to_state=to_state,
+            event="cancel",
+            actor=actor,
+            reason=reason,
+        )
+        journal.event(
+            f"step.{to_state}",
+            task_id=task.id,
+            namespace=task.namespace,
+            correlation_id=task.correlation_id,
+            step_name=name,
+            metadata={"actor": actor, "reason": reason or ""},
+        )
+    return leases
+
+
+async def count_in_flight(session: AsyncSession, task_id: int) -> int:
+    query = select(func.count()).select_from(Step).where(
+        Step.task_id == task_id, Step.state.in_([StepState.ENQUEUED, StepState.IN_PROGRESS])
+    )
+    return int((await session.execute(query)).scalar_one())
