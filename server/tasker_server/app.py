@@ -59,6 +59,16 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 HEALTH_INTERVAL_SECONDS = 2.0
 
 
+def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
+    key = Path(settings.tls_key_file).read_bytes()
+    cert = Path(settings.tls_cert_file).read_bytes()
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
+def _template_files(directory: str) -> list[tuple[Path, str]]:
+    return [(p, p.read_text(encoding="utf-8")) for p in sorted(Path(directory).glob("*.y*ml"))]
+
+
 class App:
     """A running server. ``await App.start(settings)``; ``await app.stop()``."""
 
@@ -116,10 +126,7 @@ class App:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         if s.tls_cert_file:
-            creds = grpc.ssl_server_credentials(
-                [(Path(s.tls_key_file).read_bytes(), Path(s.tls_cert_file).read_bytes())]
-            )
-            self.port = self.server.add_secure_port(s.listen, creds)
+            self.port = self.server.add_secure_port(s.listen, _tls_credentials(s))
         else:
             self.port = self.server.add_insecure_port(s.listen)
         await self.server.start()
@@ -127,27 +134,38 @@ class App:
         self._health_task = asyncio.create_task(self._health_loop(), name="tasker-health")
         log.info(
             "tasker serving",
-            extra={"listen": s.listen, "port": self.port, "database": self.db.display_url,
-                   "server_id": s.server_id},
+            extra={
+                "listen": s.listen,
+                "port": self.port,
+                "database": self.db.display_url,
+                "server_id": s.server_id,
+            },
         )
 
     async def _load_templates(self) -> None:
         directory = self.settings.templates_dir
         if not directory:
             return
-        for path in sorted(Path(directory).glob("*.y*ml")):
+        for path, text in _template_files(directory):
             try:
-                stored, created = await self.commands.register_template(path.read_text())
-                log.info("template %s", "registered" if created else "unchanged",
-                         extra={"file": str(path), "template": f"{stored.namespace}/{stored.name}",
-                                "version": stored.version})
+                stored, created = await self.commands.register_template(text)
+                log.info(
+                    "template %s",
+                    "registered" if created else "unchanged",
+                    extra={
+                        "file": str(path),
+                        "template": f"{stored.namespace}/{stored.name}",
+                        "version": stored.version,
+                    },
+                )
             except TaskerError as exc:
                 log.error("template file rejected: %s", exc, extra={"file": str(path)})
 
     async def _check_health(self) -> None:
         ok = await self.db.ping()
         status = (
-            health_pb2.HealthCheckResponse.SERVING if ok and not self._stopping
+            health_pb2.HealthCheckResponse.SERVING
+            if ok and not self._stopping
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ("", *SERVICE_NAMES):

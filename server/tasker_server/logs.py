@@ -71,7 +71,9 @@ class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         extras = [
-            f"{k}={v}" for k, v in vars(record).items() if k not in _RESERVED and v not in ("", None)
+            f"{k}={v}"
+            for k, v in vars(record).items()
+            if k not in _RESERVED and v not in ("", None)
         ]
         return f"{text} {' '.join(extras)}" if extras else text
 

@@ -86,8 +86,16 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        args = [sys.executable, "-m", "tasker_server", "serve", "--listen", self.address,
-                "--database-url", self.db_url]
+        args = [
+            sys.executable,
+            "-m",
+            "tasker_server",
+            "serve",
+            "--listen",
+            self.address,
+            "--database-url",
+            self.db_url,
+        ]
         for key, value in self.settings.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         self.proc = subprocess.Popen(args, env=server_env())

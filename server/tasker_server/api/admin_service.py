@@ -70,7 +70,9 @@ class AdminService(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         self, request: pb.ResumeNamespaceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResumeNamespaceResponse:
         validation.required(namespace=request.namespace, actor=request.actor)
-        row = await self.commands.set_paused(request.namespace, False, request.actor, request.reason)
+        row = await self.commands.set_paused(
+            request.namespace, False, request.actor, request.reason
+        )
         return pb.ResumeNamespaceResponse(namespace=convert.namespace_message(row))
 
     async def ListNamespaces(

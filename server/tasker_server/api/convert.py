@@ -174,7 +174,9 @@ def _step_message(step: Step, detail: TaskDetail) -> pb.Step:
     return msg
 
 
-def template_message(stored: StoredTemplate, defn: TemplateDefinition, *, yaml: bool) -> pb.Template:
+def template_message(
+    stored: StoredTemplate, defn: TemplateDefinition, *, yaml: bool
+) -> pb.Template:
     seq = defn.sequence_numbers()
     msg = pb.Template(
         namespace=stored.namespace,

@@ -73,7 +73,5 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[st
         code = grpc.StatusCode.INTERNAL
         message = "internal error; the server log has the details"
         details = [_pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN))]
-    status = status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=message, details=details
-    )
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
     return code, message, (("grpc-status-details-bin", status.SerializeToString()),)

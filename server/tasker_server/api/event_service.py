@@ -31,8 +31,9 @@ class EventService(pb_grpc.EventServiceServicer):  # type: ignore[misc]
         after = request.after_sequence
         if after < 0:
             async with db.session(read_only=True) as s:
-                after = int((await s.execute(select(func.coalesce(func.max(Event.seq), 0))))
-                            .scalar_one())
+                after = int(
+                    (await s.execute(select(func.coalesce(func.max(Event.seq), 0)))).scalar_one()
+                )
         exact = [n for n in request.event_names if not n.endswith(".*")]
         prefixes = [n[:-1] for n in request.event_names if n.endswith(".*")]
         while True:

@@ -25,7 +25,10 @@ __all__ = ["TaskService"]
 
 _TERMINAL_EVENTS = {"task.completed", "task.failed", "task.cancelled", "task.resolved_manually"}
 _TERMINAL_STATES = {
-    TaskState.COMPLETE, TaskState.FAILED, TaskState.CANCELLED, TaskState.RESOLVED_MANUALLY
+    TaskState.COMPLETE,
+    TaskState.FAILED,
+    TaskState.CANCELLED,
+    TaskState.RESOLVED_MANUALLY,
 }
 
 
@@ -70,7 +73,9 @@ class TaskService(pb_grpc.TaskServiceServicer):  # type: ignore[misc]
             trace_state=state,
         )
         detail = await self.commands.get_task(task_id)
-        return pb.CreateTaskResponse(task=convert.task_message(detail.task, detail), created=created)
+        return pb.CreateTaskResponse(
+            task=convert.task_message(detail.task, detail), created=created
+        )
 
     async def GetTask(
         self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -128,13 +133,17 @@ class TaskService(pb_grpc.TaskServiceServicer):  # type: ignore[misc]
             signal = self.engine.events_signal()
             async with self.commands.db.session(read_only=True) as s:
                 rows = (
-                    await s.execute(
-                        select(Event)
-                        .where(Event.task_id == task_id, Event.seq > after)
-                        .order_by(Event.seq)
-                        .limit(500)
+                    (
+                        await s.execute(
+                            select(Event)
+                            .where(Event.task_id == task_id, Event.seq > after)
+                            .order_by(Event.seq)
+                            .limit(500)
+                        )
                     )
-                ).scalars().all()
+                    .scalars()
+                    .all()
+                )
             for row in rows:
                 after = row.seq
                 yield pb.WatchTaskResponse(event=convert.event_message(row))

@@ -79,9 +79,11 @@ class TemplateService(pb_grpc.TemplateServiceServicer):  # type: ignore[misc]
     ) -> pb.ValidateTemplateResponse:
         if len(request.yaml.encode()) > MAX_TEMPLATE_BYTES:
             raise errors.ResourceExhausted("template YAML is over 256 KiB")
-        problems = validate_template(request.yaml) if request.yaml.strip() else [
-            errors.FieldViolation("yaml", "must not be empty")
-        ]
+        problems = (
+            validate_template(request.yaml)
+            if request.yaml.strip()
+            else [errors.FieldViolation("yaml", "must not be empty")]
+        )
         return pb.ValidateTemplateResponse(
             valid=not problems,
             problems=[

@@ -43,18 +43,26 @@ def _outcome(msg: pb.StepSuccess | pb.StepFailure, worker_id: str, success: bool
     if success:
         assert isinstance(msg, pb.StepSuccess)
         return Outcome(
-            msg.lease_id, OutcomeKind.SUCCESS, worker_id,
-            result=convert.to_dict(msg.result), execution_ms=execution_ms,
+            msg.lease_id,
+            OutcomeKind.SUCCESS,
+            worker_id,
+            result=convert.to_dict(msg.result),
+            execution_ms=execution_ms,
         )
     assert isinstance(msg, pb.StepFailure)
     err = msg.error
     retry_after = err.retry_after.ToNanoseconds() / 1e9 if err.HasField("retry_after") else None
     cls = convert.pb.ErrorClass.Name(err.error_class).removeprefix("ERROR_CLASS_").lower()
     return Outcome(
-        msg.lease_id, OutcomeKind.FAILURE, worker_id,
+        msg.lease_id,
+        OutcomeKind.FAILURE,
+        worker_id,
         error_class=cls if cls != "unspecified" else "delayed",
-        error_type=err.error_type, message=err.message, backtrace=err.backtrace,
-        retry_after=retry_after, error_metadata=convert.to_dict(err.metadata),
+        error_type=err.error_type,
+        message=err.message,
+        backtrace=err.backtrace,
+        retry_after=retry_after,
+        error_metadata=convert.to_dict(err.metadata),
         execution_ms=execution_ms,
     )
 
@@ -80,6 +88,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
         self.engine = engine
         self.settings = engine.settings
         self._nonce = itertools.count(1)
+        self._reports: set[asyncio.Task[None]] = set()
 
     async def Connect(
         self,
@@ -123,8 +132,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
                 self.engine.adopt_lease(session, lease_id)
         unknown = await self.engine.unknown_namespaces(session.namespaces)
         await self.engine.open_session(session)
-        log.info("worker connected", extra={"worker_id": session.worker_id,
-                                             "capacity": session.capacity})
+        log.info(
+            "worker connected", extra={"worker_id": session.worker_id, "capacity": session.capacity}
+        )
         s = self.settings
         yield pb.ConnectResponse(
             welcome=pb.Welcome(
@@ -178,7 +188,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
                 pb.ConnectResponse(keepalive=pb.Keepalive(nonce=next(self._nonce), server_time=now))
             )
 
-    async def _read(self, session: WorkerSession, requests: AsyncIterator[pb.ConnectRequest]) -> None:
+    async def _read(
+        self, session: WorkerSession, requests: AsyncIterator[pb.ConnectRequest]
+    ) -> None:
         try:
             async for msg in requests:
                 session.touch()
@@ -189,13 +201,18 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
                     ids = list(msg.heartbeat.lease_ids)
                     active = self.engine.heartbeat(session, ids)
                     session.outbound.put_nowait(
-                        pb.ConnectResponse(heartbeat_ack=pb.HeartbeatAck(leases=[
-                            pb.LeaseStatus(lease_id=i, active=active[i]) for i in ids
-                        ]))
+                        pb.ConnectResponse(
+                            heartbeat_ack=pb.HeartbeatAck(
+                                leases=[pb.LeaseStatus(lease_id=i, active=active[i]) for i in ids]
+                            )
+                        )
                     )
                 elif kind in ("result", "failure"):
                     outcome = _outcome(getattr(msg, kind), session.worker_id, kind == "result")
-                    asyncio.create_task(self._report(session, outcome))
+                    # Results are applied in batches; the reader goes on meanwhile.
+                    task = asyncio.create_task(self._report(session, outcome))
+                    self._reports.add(task)
+                    task.add_done_callback(self._reports.discard)
                 elif kind == "drain":
                     session.draining = True
                 elif kind == "hello":
@@ -203,8 +220,11 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.info("worker stream ended: %s", type(exc).__name__,
-                     extra={"worker_id": session.worker_id})
+            log.info(
+                "worker stream ended: %s",
+                type(exc).__name__,
+                extra={"worker_id": session.worker_id},
+            )
         session.outbound.put_nowait(None)
 
     async def _report(self, session: WorkerSession, outcome: Outcome) -> None:
@@ -216,8 +236,10 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
         session.outbound.put_nowait(
             pb.ConnectResponse(
                 result_ack=pb.ResultAck(
-                    lease_id=verdict.lease_id, accepted=verdict.accepted,
-                    reason=verdict.reason, message=verdict.message,
+                    lease_id=verdict.lease_id,
+                    accepted=verdict.accepted,
+                    reason=verdict.reason,
+                    message=verdict.message,
                 )
             )
         )
@@ -252,7 +274,8 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
         verdict = await self.engine.report(_outcome(body, request.worker_id, kind == "success"))
         if not verdict.accepted:
             raise errors.FailedPrecondition(
-                verdict.message or "lease is no longer valid", reason="LEASE_STALE",
+                verdict.message or "lease is no longer valid",
+                reason="LEASE_STALE",
                 metadata={"lease_id": body.lease_id},
             )
         return pb.ReportStepResultResponse(accepted=True)

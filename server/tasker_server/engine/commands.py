@@ -64,7 +64,8 @@ class Commands:
             )
         if len(yaml_text.encode()) > MAX_TEMPLATE_BYTES:
             raise errors.ResourceExhausted(
-                f"template YAML is over {MAX_TEMPLATE_BYTES // 1024} KiB", reason="TEMPLATE_TOO_LARGE"
+                f"template YAML is over {MAX_TEMPLATE_BYTES // 1024} KiB",
+                reason="TEMPLATE_TOO_LARGE",
             )
         defn = parse_template(yaml_text)
         digest = content_hash(defn)
@@ -83,7 +84,9 @@ class Commands:
             )
             if stored is not None:
                 return stored, True
-            existing = await template_store.find_template(s, defn.namespace, defn.name, defn.version)
+            existing = await template_store.find_template(
+                s, defn.namespace, defn.name, defn.version
+            )
         if existing is None:  # pragma: no cover - deleted in between; templates are never deleted
             raise errors.Aborted("template registration raced; retry")
         if existing.content_hash != digest:
@@ -161,8 +164,10 @@ class Commands:
         if problems:
             raise errors.InvalidArgument(
                 "context does not match the template's input_schema",
-                [errors.FieldViolation("context" + p.field.removeprefix("input"), p.description)
-                 for p in problems],
+                [
+                    errors.FieldViolation("context" + p.field.removeprefix("input"), p.description)
+                    for p in problems
+                ],
                 reason="INVALID_CONTEXT",
             )
         if idempotency_key:
@@ -241,16 +246,29 @@ class Commands:
             await s.execute(
                 update(Task)
                 .where(Task.id == task_id, Task.state == task.state)
-                .values(state=TaskState.CANCELLED, in_flight=0, end_time=journal.now,
-                        update_time=journal.now)
+                .values(
+                    state=TaskState.CANCELLED,
+                    in_flight=0,
+                    end_time=journal.now,
+                    update_time=journal.now,
+                )
                 .execution_options(synchronize_session=False)
             )
-            journal.transition(task_id=task_id, from_state=task.state,
-                               to_state=TaskState.CANCELLED, event="cancel", actor=actor,
-                               reason=reason or None)
-            journal.event("task.cancelled", task_id=task_id, namespace=task.namespace,
-                          correlation_id=task.correlation_id,
-                          metadata={"actor": actor, "reason": reason})
+            journal.transition(
+                task_id=task_id,
+                from_state=task.state,
+                to_state=TaskState.CANCELLED,
+                event="cancel",
+                actor=actor,
+                reason=reason or None,
+            )
+            journal.event(
+                "task.cancelled",
+                task_id=task_id,
+                namespace=task.namespace,
+                correlation_id=task.correlation_id,
+                metadata={"actor": actor, "reason": reason},
+            )
             await journal.flush(s)
         self.engine.notify_committed(True)
         self.engine.cancel_leases(leases, "task_cancelled")
@@ -277,5 +295,3 @@ class Commands:
         self.engine.notify_committed(True)
         self.engine.wake()
         return row
-
-

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tasker_server.config import Settings
+from tasker_server.domain.states import StepState
 from tasker_server.store.db import Database
 from tasker_server.store.dispatch import (
     ClaimedStep,
@@ -37,7 +38,6 @@ from tasker_server.store.dispatch import (
     start_leases,
 )
 from tasker_server.store.journal import Journal
-from tasker_server.domain.states import StepState
 from tasker_server.store.models import Namespace, Step, Worker
 from tasker_server.store.outcomes import Outcome, OutcomeKind, Verdict, apply_outcomes
 from tasker_server.store.types import utcnow
@@ -186,11 +186,14 @@ class Engine:
                         await s.execute(
                             select(Step.lease_id).where(
                                 Step.lease_id.in_(rest),
-                                Step.state.in_([StepState.ENQUEUED.value,
-                                                StepState.IN_PROGRESS.value]),
+                                Step.state.in_(
+                                    [StepState.ENQUEUED.value, StepState.IN_PROGRESS.value]
+                                ),
                             )
                         )
-                    ).scalars().all()
+                    )
+                    .scalars()
+                    .all()
                 )
             out.update({lease_id: lease_id in live for lease_id in rest})
         return out
@@ -349,17 +352,22 @@ class Engine:
                 await self.close_session(session, "keepalive timeout")
                 continue
             for lease in list(session.leases.values()):
-                stale = (
-                    (not lease.acked and now - lease.offered_at > ack_timeout)
-                    or (lease.acked and now - lease.last_heartbeat > lease_ttl)
+                stale = (not lease.acked and now - lease.offered_at > ack_timeout) or (
+                    lease.acked and now - lease.last_heartbeat > lease_ttl
                 )
                 if stale:
                     session.leases.pop(lease.lease_id, None)
                     self._lease_owner.pop(lease.lease_id, None)
                     kind = OutcomeKind.EXPIRE if lease.acked else OutcomeKind.RELEASE
                     session.outbound.put_nowait(Cancellation(lease.lease_id, "lease_expired"))
-                    self._submit(Outcome(lease.lease_id, kind, session.worker_id,
-                                         message="lease not renewed in time"))
+                    self._submit(
+                        Outcome(
+                            lease.lease_id,
+                            kind,
+                            session.worker_id,
+                            message="lease not renewed in time",
+                        )
+                    )
         async with self.db.session(read_only=True) as s:
             expired = await expired_leases(s, utcnow())
         for lease_id in expired:

@@ -325,7 +325,9 @@ async def start_leases(
                 start_time=func.coalesce(Step.start_time, journal.now),
                 update_time=journal.now,
             )
-            .returning(Step.lease_id, Step.id, Step.task_id, Step.name, Step.attempts, Step.worker_id)
+            .returning(
+                Step.lease_id, Step.id, Step.task_id, Step.name, Step.attempts, Step.worker_id
+            )
             .execution_options(synchronize_session=False)
         )
     ).all()

@@ -144,8 +144,13 @@ async def apply_outcomes(
             update_row.update(state=to, lease_id=None, lease_expires_at=None)
             step_updates.append(update_row)
             journal.transition(
-                task_id=task.id, step_id=step.id, from_state=step.state, to_state=to,
-                event="release", actor=actor, reason=o.message or "assignment not acknowledged",
+                task_id=task.id,
+                step_id=step.id,
+                from_state=step.state,
+                to_state=to,
+                event="release",
+                actor=actor,
+                reason=o.message or "assignment not acknowledged",
             )
             out.verdicts.append(Verdict(o.lease_id, True))
             continue
@@ -166,8 +171,12 @@ async def apply_outcomes(
             delta.satisfied += 1
             attempts.append(_attempt(step, attempt, o, "complete", now))
             journal.transition(
-                task_id=task.id, step_id=step.id, from_state=step.state,
-                to_state=StepState.COMPLETE, event="result", actor=actor,
+                task_id=task.id,
+                step_id=step.id,
+                from_state=step.state,
+                to_state=StepState.COMPLETE,
+                event="result",
+                actor=actor,
             )
             journal.event(
                 "step.completed",
@@ -200,8 +209,16 @@ async def apply_outcomes(
             BackoffFactors(priority=task.priority),
             rng,
         )
-        attempts.append(_attempt(step, attempt, o, "lease_expired" if kind is OutcomeKind.EXPIRE
-                                 else "failed", now, error))
+        attempts.append(
+            _attempt(
+                step,
+                attempt,
+                o,
+                "lease_expired" if kind is OutcomeKind.EXPIRE else "failed",
+                now,
+                error,
+            )
+        )
         update_row["last_error"] = error
         if kind is OutcomeKind.EXPIRE:
             # A timed-out attempt's late result must be rejected (fencing), not taken as a copy.
@@ -211,7 +228,8 @@ async def apply_outcomes(
             to = StepState.RETRYING
             update_row.update(state=to, ready_at=now + timedelta(seconds=decision.delay_seconds))
             journal.event(
-                "step.retrying", **base_event,
+                "step.retrying",
+                **base_event,
                 metadata={**meta, "delay_ms": round(decision.delay_seconds * 1000)},
             )
         elif decision.action is RetryAction.BLOCK:
@@ -233,9 +251,14 @@ async def apply_outcomes(
             journal.event("step.failed", **base_event, metadata=meta)
         step_updates.append(update_row)
         journal.transition(
-            task_id=task.id, step_id=step.id, from_state=step.state, to_state=to,
-            event="lease_expired" if kind is OutcomeKind.EXPIRE else "failure", actor=actor,
-            reason=o.message[:1000] or None, metadata=meta,
+            task_id=task.id,
+            step_id=step.id,
+            from_state=step.state,
+            to_state=to,
+            event="lease_expired" if kind is OutcomeKind.EXPIRE else "failure",
+            actor=actor,
+            reason=o.message[:1000] or None,
+            metadata=meta,
         )
         out.verdicts.append(Verdict(o.lease_id, True))
 
@@ -269,7 +292,12 @@ def _error_class(raw: str) -> str:
 
 
 def _attempt(
-    step: Step, attempt: int, o: Outcome, outcome: str, now: Any, error: dict[str, Any] | None = None
+    step: Step,
+    attempt: int,
+    o: Outcome,
+    outcome: str,
+    now: Any,
+    error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     error = error or {}
     return {
@@ -357,14 +385,22 @@ async def _update_tasks(
             row.update(state=TaskState.FAILED, end_time=now)
             out.finished_tasks.append(task_id)
             journal.transition(
-                task_id=task_id, from_state=task.state, to_state=TaskState.FAILED,
-                event="step_failed", reason=f"step {delta.failed_step} failed",
+                task_id=task_id,
+                from_state=task.state,
+                to_state=TaskState.FAILED,
+                event="step_failed",
+                reason=f"step {delta.failed_step} failed",
             )
             journal.event(
-                "task.failed", task_id=task_id, namespace=task.namespace,
+                "task.failed",
+                task_id=task_id,
+                namespace=task.namespace,
                 correlation_id=task.correlation_id,
-                metadata={"failed_step": delta.failed_step, "error_class": delta.failed_class,
-                          "total_steps": task.total_steps},
+                metadata={
+                    "failed_step": delta.failed_step,
+                    "error_class": delta.failed_class,
+                    "total_steps": task.total_steps,
+                },
             )
         elif task.state == TaskState.IN_PROGRESS and satisfied >= task.total_steps:
             completing.append(task)
@@ -379,14 +415,21 @@ async def _update_tasks(
                     row["result"] = results.get(task.id, {})
             elapsed = (now - (task.start_time or task.create_time)).total_seconds() * 1000
             journal.transition(
-                task_id=task.id, from_state=task.state, to_state=TaskState.COMPLETE,
+                task_id=task.id,
+                from_state=task.state,
+                to_state=TaskState.COMPLETE,
                 event="all_steps_satisfied",
             )
             journal.event(
-                "task.completed", task_id=task.id, namespace=task.namespace,
+                "task.completed",
+                task_id=task.id,
+                namespace=task.namespace,
                 correlation_id=task.correlation_id,
-                metadata={"total_steps": task.total_steps, "execution_time_ms": round(elapsed),
-                          "success_rate": 1.0},
+                metadata={
+                    "total_steps": task.total_steps,
+                    "execution_time_ms": round(elapsed),
+                    "success_rate": 1.0,
+                },
             )
     # Group by key set: SQLAlchemy's bulk UPDATE batches rows with identical keys together.
     rows.sort(key=lambda r: tuple(sorted(r)))

@@ -156,7 +156,9 @@ async def insert_task(session: AsyncSession, journal: Journal, new: NewTask) -> 
     return task_id
 
 
-async def load_task(session: AsyncSession, task_id: int, *, for_update: bool = False) -> Task | None:
+async def load_task(
+    session: AsyncSession, task_id: int, *, for_update: bool = False
+) -> Task | None:
     query = select(Task).where(Task.id == task_id)
     if for_update:
         query = query.with_for_update()
@@ -293,7 +295,9 @@ async def cancel_steps(
 
 
 async def count_in_flight(session: AsyncSession, task_id: int) -> int:
-    query = select(func.count()).select_from(Step).where(
-        Step.task_id == task_id, Step.state.in_([StepState.ENQUEUED, StepState.IN_PROGRESS])
+    query = (
+        select(func.count())
+        .select_from(Step)
+        .where(Step.task_id == task_id, Step.state.in_([StepState.ENQUEUED, StepState.IN_PROGRESS]))
     )
     return int((await session.execute(query)).scalar_one())

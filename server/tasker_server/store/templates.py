@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import Namespace, Template
 
-__all__ = ["StoredTemplate", "ensure_namespace", "find_template", "insert_template", "list_templates"]
+__all__ = [
+    "StoredTemplate",
+    "ensure_namespace",
+    "find_template",
+    "insert_template",
+    "list_templates",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +65,9 @@ async def find_template(
         query = query.where(Template.version == version)
     else:
         query = query.order_by(
-            Template.version_major.desc(), Template.version_minor.desc(), Template.version_patch.desc()
+            Template.version_major.desc(),
+            Template.version_minor.desc(),
+            Template.version_patch.desc(),
         ).limit(1)
     row = (await session.execute(query)).scalars().first()
     return _stored(row) if row else None
@@ -117,8 +125,13 @@ async def list_templates(
     if after is not None:
         ns, nm, major, minor, patch = after
         query = query.where(
-            tuple_(Template.namespace, Template.name, -Template.version_major,
-                   -Template.version_minor, -Template.version_patch)
+            tuple_(
+                Template.namespace,
+                Template.name,
+                -Template.version_major,
+                -Template.version_minor,
+                -Template.version_patch,
+            )
             > tuple_(ns, nm, -major, -minor, -patch)  # type: ignore[arg-type]
         )
     query = query.order_by(

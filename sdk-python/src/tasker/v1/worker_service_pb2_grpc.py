@@ -140,10 +140,10 @@ class WorkerServiceServicer:
 
     def ReportStepResult(self, request, context):
         """Reports the outcome of a lease outside a stream (the job-queue pattern).
-        Errors: INVALID_ARGUMENT (no lease id, no outcome); NOT_FOUND (unknown
-        lease); FAILED_PRECONDITION (lease expired, cancelled or already
-        reported — reason LEASE_STALE). Reporting the same outcome twice for the
-        same lease is recorded once.
+        Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
+        with reason LEASE_STALE (lease unknown, expired or cancelled). Reporting
+        an outcome again for a lease whose outcome was already recorded answers OK
+        and records nothing (idempotent).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

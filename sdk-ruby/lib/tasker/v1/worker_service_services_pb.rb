@@ -59,10 +59,10 @@ module Tasker
         # reported per lease in the response.
         rpc :Heartbeat, ::Tasker::V1::HeartbeatRequest, ::Tasker::V1::HeartbeatResponse
         # Reports the outcome of a lease outside a stream (the job-queue pattern).
-        # Errors: INVALID_ARGUMENT (no lease id, no outcome); NOT_FOUND (unknown
-        # lease); FAILED_PRECONDITION (lease expired, cancelled or already
-        # reported — reason LEASE_STALE). Reporting the same outcome twice for the
-        # same lease is recorded once.
+        # Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
+        # with reason LEASE_STALE (lease unknown, expired or cancelled). Reporting
+        # an outcome again for a lease whose outcome was already recorded answers OK
+        # and records nothing (idempotent).
         rpc :ReportStepResult, ::Tasker::V1::ReportStepResultRequest, ::Tasker::V1::ReportStepResultResponse
       end
 

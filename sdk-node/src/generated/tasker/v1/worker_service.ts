@@ -2543,10 +2543,10 @@ export const WorkerServiceService = {
   },
   /**
    * Reports the outcome of a lease outside a stream (the job-queue pattern).
-   * Errors: INVALID_ARGUMENT (no lease id, no outcome); NOT_FOUND (unknown
-   * lease); FAILED_PRECONDITION (lease expired, cancelled or already
-   * reported — reason LEASE_STALE). Reporting the same outcome twice for the
-   * same lease is recorded once.
+   * Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
+   * with reason LEASE_STALE (lease unknown, expired or cancelled). Reporting
+   * an outcome again for a lease whose outcome was already recorded answers OK
+   * and records nothing (idempotent).
    */
   reportStepResult: {
     path: "/tasker.v1.WorkerService/ReportStepResult" as const,
@@ -2580,10 +2580,10 @@ export interface WorkerServiceServer extends UntypedServiceImplementation {
   heartbeat: handleUnaryCall<HeartbeatRequest, HeartbeatResponse>;
   /**
    * Reports the outcome of a lease outside a stream (the job-queue pattern).
-   * Errors: INVALID_ARGUMENT (no lease id, no outcome); NOT_FOUND (unknown
-   * lease); FAILED_PRECONDITION (lease expired, cancelled or already
-   * reported — reason LEASE_STALE). Reporting the same outcome twice for the
-   * same lease is recorded once.
+   * Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
+   * with reason LEASE_STALE (lease unknown, expired or cancelled). Reporting
+   * an outcome again for a lease whose outcome was already recorded answers OK
+   * and records nothing (idempotent).
    */
   reportStepResult: handleUnaryCall<ReportStepResultRequest, ReportStepResultResponse>;
 }
@@ -2623,10 +2623,10 @@ export interface WorkerServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Reports the outcome of a lease outside a stream (the job-queue pattern).
-   * Errors: INVALID_ARGUMENT (no lease id, no outcome); NOT_FOUND (unknown
-   * lease); FAILED_PRECONDITION (lease expired, cancelled or already
-   * reported — reason LEASE_STALE). Reporting the same outcome twice for the
-   * same lease is recorded once.
+   * Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
+   * with reason LEASE_STALE (lease unknown, expired or cancelled). Reporting
+   * an outcome again for a lease whose outcome was already recorded answers OK
+   * and records nothing (idempotent).
    */
   reportStepResult(
     request: ReportStepResultRequest,

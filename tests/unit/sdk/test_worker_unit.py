@@ -1,0 +1,191 @@
+"""Worker behaviour against an in-memory session: no network."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import tasker
+from tasker import StepContext, StepHandler, Worker
+from tasker._convert import dict_to_struct, seconds_to_duration, struct_to_dict
+from tasker.v1 import resources_pb2, worker_service_pb2
+
+
+class FakeSession:
+    """Collects what the worker would write on the stream."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.closed = False
+
+    def send(self, message: Any) -> bool:
+        self.sent.append(message)
+        return True
+
+    def of_kind(self, kind: str) -> list[Any]:
+        return [getattr(m, kind) for m in self.sent if m.WhichOneof("message") == kind]
+
+
+def _assignment(lease_id: str, handler: str, timeout: float = 5.0) -> Any:
+    return worker_service_pb2.Assignment(
+        lease_id=lease_id,
+        context=resources_pb2.ExecutionContext(
+            task=resources_pb2.TaskInfo(task_id="1", namespace="ns",
+                                        context=dict_to_struct({"n": 2})),
+            step=resources_pb2.StepInfo(name="s", handler=handler, attempt=1, max_attempts=3,
+                                        timeout=seconds_to_duration(timeout)),
+        ),
+    )
+
+
+def _worker() -> tuple[Worker, FakeSession]:
+    worker = Worker("127.0.0.1:9", ["ns"], capacity=2)
+
+    @worker.handler("double")
+    async def double(ctx: StepContext) -> dict[str, Any]:
+        return {"n": ctx.task.context["n"] * 2}
+
+    @worker.handler("sync")
+    def sync(ctx: StepContext) -> None:
+        return None
+
+    @worker.handler("declined")
+    async def declined(ctx: StepContext) -> None:
+        raise tasker.PermanentError("card declined")
+
+    @worker.handler("slow")
+    async def slow(ctx: StepContext) -> None:
+        await asyncio.sleep(30)
+
+    @worker.handler("not_json")
+    async def not_json(ctx: StepContext) -> Any:
+        return {"when": object()}
+
+    @worker.handler("not_dict")
+    async def not_dict(ctx: StepContext) -> Any:
+        return [1, 2]
+
+    session = FakeSession()
+    worker._session = session  # type: ignore[assignment]
+    worker._slots = asyncio.Semaphore(worker.capacity)
+    return worker, session
+
+
+async def _run(worker: Worker, session: FakeSession, *assignments: Any) -> None:
+    for a in assignments:
+        worker._dispatch(session, worker_service_pb2.ConnectResponse(assignment=a))  # type: ignore[arg-type]
+    tasks = [lease.task for lease in worker._leases.values() if lease.task]
+    if tasks:
+        await asyncio.wait(tasks, timeout=5)
+
+
+async def test_ack_then_result() -> None:
+    worker, session = _worker()
+    await _run(worker, session, _assignment("L1", "double"), _assignment("L2", "sync"))
+    kinds = [m.WhichOneof("message") for m in session.sent]
+    assert kinds[:2] == ["ack", "ack"]  # acknowledged before the handlers ran
+    results = {r.lease_id: struct_to_dict(r.result) for r in session.of_kind("result")}
+    assert results == {"L1": {"n": 4}, "L2": {}}
+    assert worker.in_flight == 0
+
+
+async def test_failures_are_classified() -> None:
+    worker, session = _worker()
+    await _run(worker, session, _assignment("P", "declined"), _assignment("J", "not_json"),
+               _assignment("D", "not_dict"), _assignment("T", "slow", timeout=0.05))
+    failures = {f.lease_id: f.error for f in session.of_kind("failure")}
+    assert failures["P"].error_class == resources_pb2.ERROR_CLASS_PERMANENT
+    assert failures["J"].error_class == resources_pb2.ERROR_CLASS_PERMANENT
+    assert failures["J"].error_type == "InvalidResult" and "$.when" in failures["J"].message
+    assert failures["D"].error_type == "InvalidResult"
+    assert failures["T"].error_class == resources_pb2.ERROR_CLASS_TRANSIENT
+    assert failures["T"].error_type == "StepTimeout"
+
+
+async def test_cancellation_stops_the_handler_and_reports_nothing() -> None:
+    worker, session = _worker()
+    worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+        assignment=_assignment("C", "slow")))
+    lease = worker._leases["C"]
+    await asyncio.sleep(0)
+    worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+        cancellation=worker_service_pb2.Cancellation(lease_id="C", reason="task_cancelled")))
+    assert lease.task is not None
+    await asyncio.wait([lease.task], timeout=5)
+    assert lease.ctx.cancelled.is_set()
+    assert session.of_kind("result") == [] and session.of_kind("failure") == []
+
+
+async def test_keepalive_is_answered_and_rejections_tolerated() -> None:
+    worker, session = _worker()
+    worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+        keepalive=worker_service_pb2.Keepalive(nonce=99)))
+    assert session.of_kind("pong")[0].nonce == 99
+    worker._unacked["X"] = ("result", None)
+    worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+        result_ack=worker_service_pb2.ResultAck(lease_id="X", accepted=False,
+                                                reason="LEASE_STALE")))
+    assert "X" not in worker._unacked
+
+
+async def test_capacity_limits_concurrent_handlers() -> None:
+    worker = Worker("127.0.0.1:9", ["ns"], capacity=2)
+    running = 0
+    peak = 0
+
+    @worker.handler("h")
+    async def h(ctx: StepContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+
+    session = FakeSession()
+    worker._session = session  # type: ignore[assignment]
+    worker._slots = asyncio.Semaphore(worker.capacity)
+    await _run(worker, session, *[_assignment(f"L{i}", "h") for i in range(6)])
+    assert peak == 2
+    assert len(session.of_kind("result")) == 6
+
+
+def test_registration_rules() -> None:
+    worker = Worker("127.0.0.1:9", "ns")
+    assert worker.namespaces == ["ns"]
+
+    class Charge(StepHandler):
+        async def call(self, ctx: StepContext) -> dict[str, Any]:
+            return {}
+
+    worker.register("Charge", Charge())
+    worker.register("Plain", lambda ctx: {})
+    assert worker.handlers == ["Charge", "Plain"]
+    with pytest.raises(ValueError):
+        worker.register("Charge", Charge())
+    with pytest.raises(ValueError):
+        worker.register("", Charge())
+    with pytest.raises(TypeError):
+        worker.register("X", 42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"namespaces": []}, {"namespaces": [""]}, {"namespaces": ["ns"], "capacity": 0},
+     {"namespaces": ["ns"], "capacity": 10_001}, {"namespaces": ["ns"], "worker_id": "x" * 65}],
+)
+def test_constructor_validation(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Worker("127.0.0.1:9", **kwargs)
+
+
+async def test_run_without_handlers_fails_fast() -> None:
+    with pytest.raises(ValueError):
+        await Worker("127.0.0.1:9", ["ns"]).run()
+
+
+async def test_shutdown_before_run_is_idempotent() -> None:
+    worker = Worker("127.0.0.1:9", ["ns"])
+    await worker.shutdown(drain_timeout=0)
+    await worker.shutdown(drain_timeout=0)
