@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -106,21 +107,24 @@ class App:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
             ],
         )
-        task_service_pb2_grpc.add_TaskServiceServicer_to_server(
-            TaskService(self.commands), self.server
-        )
-        template_service_pb2_grpc.add_TemplateServiceServicer_to_server(
-            TemplateService(self.commands), self.server
-        )
-        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-            WorkerService(self.engine), self.server
-        )
-        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminService(self.commands), self.server
-        )
-        event_service_pb2_grpc.add_EventServiceServicer_to_server(
-            EventService(self.engine), self.server
-        )
+        services: list[tuple[Callable[..., None], object]] = [
+            (task_service_pb2_grpc.add_TaskServiceServicer_to_server, TaskService(self.commands)),
+            (
+                template_service_pb2_grpc.add_TemplateServiceServicer_to_server,
+                TemplateService(self.commands),
+            ),
+            (
+                worker_service_pb2_grpc.add_WorkerServiceServicer_to_server,
+                WorkerService(self.engine),
+            ),
+            (
+                admin_service_pb2_grpc.add_AdminServiceServicer_to_server,
+                AdminService(self.commands),
+            ),
+            (event_service_pb2_grpc.add_EventServiceServicer_to_server, EventService(self.engine)),
+        ]
+        for add, servicer in services:
+            add(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server

@@ -191,16 +191,7 @@ SETTINGS: tuple[Setting, ...] = (
         "max_parallel_tasks",
         _positive_int,
         10_000,
-        "Server-wide cap on tasks in progress (per-namespace caps are set by the admin API).",
-    ),
-    Setting(
-        "event_retention_seconds",
-        _positive(_parse_float),
-        7 * 24 * 3600.0,
-        "Events older than this are pruned.",
-    ),
-    Setting(
-        "metrics_listen", _parse_str, "", "HOST:PORT for Prometheus metrics over HTTP (empty: off)."
+        "Server-wide cap on tasks in progress (per-namespace caps: AdminService.UpdateNamespace).",
     ),
     Setting(
         "shutdown_grace_seconds",
@@ -234,8 +225,6 @@ class Settings:
     lease_grace_seconds: float
     sweep_interval_seconds: float
     max_parallel_tasks: int
-    event_retention_seconds: float
-    metrics_listen: str
     shutdown_grace_seconds: float
     tls_cert_file: str
     tls_key_file: str

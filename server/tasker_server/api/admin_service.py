@@ -35,7 +35,7 @@ def _token(last: str) -> str:
     return base64.urlsafe_b64encode(last.encode()).decode()
 
 
-class AdminService(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
+class AdminService(pb_grpc.AdminServiceServicer):
     def __init__(self, commands: Commands) -> None:
         self.commands = commands
 
@@ -74,6 +74,20 @@ class AdminService(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             request.namespace, False, request.actor, request.reason
         )
         return pb.ResumeNamespaceResponse(namespace=convert.namespace_message(row))
+
+    async def UpdateNamespace(
+        self, request: pb.UpdateNamespaceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.UpdateNamespaceResponse:
+        validation.required(namespace=request.namespace, actor=request.actor)
+        if request.max_parallel_tasks < 0:
+            raise errors.InvalidArgument(
+                "invalid max_parallel_tasks",
+                [errors.FieldViolation("max_parallel_tasks", "must be 0 (no limit) or more")],
+            )
+        row = await self.commands.set_namespace_limit(
+            request.namespace, request.max_parallel_tasks, request.actor, request.reason
+        )
+        return pb.UpdateNamespaceResponse(namespace=convert.namespace_message(row))
 
     async def ListNamespaces(
         self, request: pb.ListNamespacesRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -18,10 +18,12 @@ from tasker_server.store.templates import StoredTemplate
 
 __all__ = [
     "assignment",
+    "error_class_name",
     "event_message",
     "namespace_message",
     "struct",
     "task_message",
+    "task_state_name",
     "template_message",
     "to_dict",
     "worker_message",
@@ -61,10 +63,20 @@ def step_state(value: str) -> int:
     return int(pb.StepState.Value(f"STEP_STATE_{value.upper()}"))
 
 
-def error_class(value: str | None) -> int:
+def error_class(value: str | None) -> Any:
     if not value:
         return int(pb.ERROR_CLASS_UNSPECIFIED)
     return int(pb.ErrorClass.Value(f"ERROR_CLASS_{value.upper()}"))
+
+
+def error_class_name(value: int) -> str:
+    """Proto enum -> domain name; UNSPECIFIED is treated as delayed (documented in the proto)."""
+    name = str(pb.ErrorClass.Name(value)).removeprefix("ERROR_CLASS_").lower()
+    return "delayed" if name == "unspecified" else name
+
+
+def task_state_name(value: int) -> str:
+    return str(pb.TaskState.Name(value)).removeprefix("TASK_STATE_").lower()
 
 
 def _error(data: dict[str, Any] | None) -> pb.StepError | None:
@@ -144,7 +156,7 @@ def _step_message(step: Step, detail: TaskDetail) -> pb.Step:
         end_time=ts(step.end_time),
     )
     if step.state == "retrying" and step.ready_at is not None:
-        msg.ready_time.CopyFrom(ts(step.ready_at))
+        msg.ready_time.FromDatetime(step.ready_at)
     if step.result is not None:
         msg.result.CopyFrom(struct(step.result))
     err = _error(step.last_error)
@@ -158,18 +170,19 @@ def _step_message(step: Step, detail: TaskDetail) -> pb.Step:
             start_time=ts(a.start_time),
             end_time=ts(a.end_time),
         )
-        if a.error_class:
-            attempt.error.CopyFrom(
-                _error(
-                    {
-                        "error_class": a.error_class,
-                        "error_type": a.error_type,
-                        "message": a.message,
-                        "backtrace": a.backtrace,
-                        "metadata": a.metadata_,
-                    }
-                )
-            )
+        error = _error(
+            {
+                "error_class": a.error_class,
+                "error_type": a.error_type,
+                "message": a.message,
+                "backtrace": a.backtrace,
+                "metadata": a.metadata_,
+            }
+            if a.error_class
+            else None
+        )
+        if error is not None:
+            attempt.error.CopyFrom(error)
         msg.attempt_history.append(attempt)
     return msg
 

@@ -20,7 +20,7 @@ from . import convert
 __all__ = ["EventService"]
 
 
-class EventService(pb_grpc.EventServiceServicer):  # type: ignore[misc]
+class EventService(pb_grpc.EventServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 

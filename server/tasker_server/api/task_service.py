@@ -48,7 +48,7 @@ def _trace_context(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str | N
     return (str(parent) if parent else None, str(state) if state else None)
 
 
-class TaskService(pb_grpc.TaskServiceServicer):  # type: ignore[misc]
+class TaskService(pb_grpc.TaskServiceServicer):
     def __init__(self, commands: Commands) -> None:
         self.commands = commands
         self.engine = commands.engine
@@ -98,7 +98,7 @@ class TaskService(pb_grpc.TaskServiceServicer):  # type: ignore[misc]
                 ) from None
         state = ""
         if request.state:
-            state = convert.pb.TaskState.Name(request.state).removeprefix("TASK_STATE_").lower()
+            state = convert.task_state_name(request.state)
         async with self.commands.db.session(read_only=True) as s:
             rows = await task_store.list_tasks(
                 s,

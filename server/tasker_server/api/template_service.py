@@ -21,7 +21,7 @@ from . import convert, validation
 __all__ = ["TemplateService"]
 
 
-class TemplateService(pb_grpc.TemplateServiceServicer):  # type: ignore[misc]
+class TemplateService(pb_grpc.TemplateServiceServicer):
     def __init__(self, commands: Commands) -> None:
         self.commands = commands
 

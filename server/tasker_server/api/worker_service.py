@@ -52,12 +52,12 @@ def _outcome(msg: pb.StepSuccess | pb.StepFailure, worker_id: str, success: bool
     assert isinstance(msg, pb.StepFailure)
     err = msg.error
     retry_after = err.retry_after.ToNanoseconds() / 1e9 if err.HasField("retry_after") else None
-    cls = convert.pb.ErrorClass.Name(err.error_class).removeprefix("ERROR_CLASS_").lower()
+    cls = convert.error_class_name(err.error_class)
     return Outcome(
         msg.lease_id,
         OutcomeKind.FAILURE,
         worker_id,
-        error_class=cls if cls != "unspecified" else "delayed",
+        error_class=cls,
         error_type=err.error_type,
         message=err.message,
         backtrace=err.backtrace,
@@ -83,7 +83,7 @@ def _check_hello(hello: pb.WorkerHello) -> None:
         raise errors.InvalidArgument("invalid hello", problems)
 
 
-class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
+class WorkerService(pb_grpc.WorkerServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.settings = engine.settings

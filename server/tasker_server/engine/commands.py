@@ -276,6 +276,28 @@ class Commands:
 
     # -- namespaces -----------------------------------------------------------------------------
 
+    async def set_namespace_limit(
+        self, namespace: str, max_parallel_tasks: int, actor: str, reason: str
+    ) -> Namespace:
+        async with self.db.session() as s:
+            await template_store.ensure_namespace(s, namespace)
+            row = (
+                await s.execute(select(Namespace).where(Namespace.name == namespace))
+            ).scalar_one()
+            row.max_parallel_tasks = max_parallel_tasks or None
+            journal = Journal()
+            journal.event(
+                "namespace.updated",
+                namespace=namespace,
+                metadata={"actor": actor, "reason": reason,
+                          "max_parallel_tasks": max_parallel_tasks},
+            )
+            await journal.flush(s)
+            await s.flush()
+        self.engine.notify_committed(True)
+        self.engine.wake(admit=True)
+        return row
+
     async def set_paused(self, namespace: str, paused: bool, actor: str, reason: str) -> Namespace:
         async with self.db.session() as s:
             await template_store.ensure_namespace(s, namespace)

@@ -26,6 +26,7 @@ from tasker_server.domain.states import StepState, TaskState
 
 from .journal import Journal
 from .models import Namespace, Step, StepEdge, Task
+from .types import dialect_name
 
 __all__ = ["ClaimedStep", "DependencyRow", "admit_tasks", "claim_steps"]
 
@@ -72,7 +73,7 @@ async def admit_tasks(session: AsyncSession, journal: Journal, server_cap: int) 
     Returns how many were admitted. Admission is serialised (an advisory lock on PostgreSQL, the
     single writer on SQLite) so that two replicas cannot both fill the last slot.
     """
-    if session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADMISSION_LOCK})
     running = (
         await session.execute(
@@ -189,7 +190,7 @@ async def claim_steps(
     )
     if open_breakers:
         query = query.where(Step.breaker_key.not_in(open_breakers))
-    if session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         query = query.with_for_update(of=[Step.__table__, Task.__table__], skip_locked=True)
     candidates = (await session.execute(query)).all()
 
@@ -345,7 +346,7 @@ async def start_leases(
     }
     started = []
     for lease_id, step_id, task_id, name, attempt, holder in rows:
-        started.append(StartedStep(lease_id, step_id, task_id, name, attempt))
+        started.append(StartedStep(lease_id or "", step_id, task_id, name, attempt))
         journal.transition(
             task_id=task_id,
             step_id=step_id,

@@ -15,7 +15,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import Event, Transition
-from .types import utcnow
+from .types import dialect_name, utcnow
 
 __all__ = ["Journal"]
 
@@ -86,7 +86,7 @@ class Journal:
             await session.execute(insert(Transition), self.transitions)
             self.transitions = []
         if self.events:
-            if session.bind.dialect.name == "postgresql":
+            if dialect_name(session) == "postgresql":
                 # Sequence numbers are taken at INSERT but become visible at COMMIT; two writers
                 # could commit out of order and a reader resuming "after N" would skip the late
                 # one. Holding this lock from the event INSERT to COMMIT makes sequence order equal

@@ -27,6 +27,7 @@ from tasker_server.domain.states import ACTIVE_STEP_STATES, StepState, TaskState
 
 from .journal import Journal
 from .models import Step, StepAttempt, StepEdge, Task
+from .types import dialect_name
 
 __all__ = ["Outcome", "OutcomeKind", "Verdict", "apply_outcomes"]
 
@@ -278,7 +279,7 @@ def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _for_update(session: AsyncSession, query: Any) -> Any:
-    if session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         return query.with_for_update()
     return query
 

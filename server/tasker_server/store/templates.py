@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import Namespace, Template
+from .types import dialect_name
 
 __all__ = [
     "StoredTemplate",
@@ -51,7 +52,7 @@ def _stored(row: Template) -> StoredTemplate:
 
 async def ensure_namespace(session: AsyncSession, name: str) -> None:
     """Creates the namespace row if missing (concurrency-safe upsert)."""
-    dialect = session.bind.dialect.name
+    dialect = dialect_name(session)
     ins = pg_insert(Namespace) if dialect == "postgresql" else sqlite_insert(Namespace)
     await session.execute(ins.values(name=name, paused=False).on_conflict_do_nothing())
 
@@ -85,7 +86,7 @@ async def insert_template(
     description: str,
 ) -> StoredTemplate | None:
     """Inserts a version; None when (namespace, name, version) already exists."""
-    dialect = session.bind.dialect.name
+    dialect = dialect_name(session)
     ins = pg_insert(Template) if dialect == "postgresql" else sqlite_insert(Template)
     text_version, (major, minor, patch) = version
     stmt = (
@@ -132,7 +133,7 @@ async def list_templates(
                 -Template.version_minor,
                 -Template.version_patch,
             )
-            > tuple_(ns, nm, -major, -minor, -patch)  # type: ignore[arg-type]
+            > tuple_(ns, nm, -major, -minor, -patch)
         )
     query = query.order_by(
         Template.namespace,

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, DateTime, Integer
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = ["BigId", "JSONDocument", "UTCDateTime", "utcnow"]
@@ -58,3 +59,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def dialect_name(session: AsyncSession) -> str:
+    """'postgresql' or 'sqlite': the few statements that differ branch on this."""
+    return session.get_bind().dialect.name

@@ -160,6 +160,24 @@ class ResumeNamespaceResponse(_message.Message):
     namespace: _resources_pb2.Namespace
     def __init__(self, namespace: _Optional[_Union[_resources_pb2.Namespace, _Mapping]] = ...) -> None: ...
 
+class UpdateNamespaceRequest(_message.Message):
+    __slots__ = ("namespace", "max_parallel_tasks", "actor", "reason")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARALLEL_TASKS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    max_parallel_tasks: int
+    actor: str
+    reason: str
+    def __init__(self, namespace: _Optional[str] = ..., max_parallel_tasks: _Optional[int] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class UpdateNamespaceResponse(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: _resources_pb2.Namespace
+    def __init__(self, namespace: _Optional[_Union[_resources_pb2.Namespace, _Mapping]] = ...) -> None: ...
+
 class ListNamespacesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]

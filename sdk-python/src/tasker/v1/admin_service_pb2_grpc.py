@@ -91,6 +91,11 @@ class AdminServiceStub:
                 request_serializer=tasker_dot_v1_dot_admin__service__pb2.ResumeNamespaceRequest.SerializeToString,
                 response_deserializer=tasker_dot_v1_dot_admin__service__pb2.ResumeNamespaceResponse.FromString,
                 _registered_method=True)
+        self.UpdateNamespace = channel.unary_unary(
+                '/tasker.v1.AdminService/UpdateNamespace',
+                request_serializer=tasker_dot_v1_dot_admin__service__pb2.UpdateNamespaceRequest.SerializeToString,
+                response_deserializer=tasker_dot_v1_dot_admin__service__pb2.UpdateNamespaceResponse.FromString,
+                _registered_method=True)
         self.ListNamespaces = channel.unary_unary(
                 '/tasker.v1.AdminService/ListNamespaces',
                 request_serializer=tasker_dot_v1_dot_admin__service__pb2.ListNamespacesRequest.SerializeToString,
@@ -188,6 +193,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateNamespace(self, request, context):
+        """Sets a namespace's dispatch limits (max_parallel_tasks; 0 restores the
+        server-wide limit). Creates the namespace if unknown. Errors:
+        INVALID_ARGUMENT (namespace or actor missing, negative limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListNamespaces(self, request, context):
         """Lists known namespaces with their settings.
         """
@@ -242,6 +256,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ResumeNamespace,
                     request_deserializer=tasker_dot_v1_dot_admin__service__pb2.ResumeNamespaceRequest.FromString,
                     response_serializer=tasker_dot_v1_dot_admin__service__pb2.ResumeNamespaceResponse.SerializeToString,
+            ),
+            'UpdateNamespace': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNamespace,
+                    request_deserializer=tasker_dot_v1_dot_admin__service__pb2.UpdateNamespaceRequest.FromString,
+                    response_serializer=tasker_dot_v1_dot_admin__service__pb2.UpdateNamespaceResponse.SerializeToString,
             ),
             'ListNamespaces': grpc.unary_unary_rpc_method_handler(
                     servicer.ListNamespaces,
@@ -504,6 +523,33 @@ class AdminService:
             '/tasker.v1.AdminService/ResumeNamespace',
             tasker_dot_v1_dot_admin__service__pb2.ResumeNamespaceRequest.SerializeToString,
             tasker_dot_v1_dot_admin__service__pb2.ResumeNamespaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNamespace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tasker.v1.AdminService/UpdateNamespace',
+            tasker_dot_v1_dot_admin__service__pb2.UpdateNamespaceRequest.SerializeToString,
+            tasker_dot_v1_dot_admin__service__pb2.UpdateNamespaceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,7 +38,7 @@ class EventServiceStub:
     step.cancelled, step.resolved_manually (actor, reason),
     viable_steps.discovered (step_names), dependencies.resolved (step_name,
     unblocked), circuit_breaker.opened / .half_opened / .closed (key),
-    namespace.paused / namespace.resumed (actor, reason).
+    namespace.paused / namespace.resumed / namespace.updated (actor, reason).
     """
 
     def __init__(self, channel):
@@ -67,7 +67,7 @@ class EventServiceServicer:
     step.cancelled, step.resolved_manually (actor, reason),
     viable_steps.discovered (step_names), dependencies.resolved (step_name,
     unblocked), circuit_breaker.opened / .half_opened / .closed (key),
-    namespace.paused / namespace.resumed (actor, reason).
+    namespace.paused / namespace.resumed / namespace.updated (actor, reason).
     """
 
     def WatchEvents(self, request, context):
@@ -111,7 +111,7 @@ class EventService:
     step.cancelled, step.resolved_manually (actor, reason),
     viable_steps.discovered (step_names), dependencies.resolved (step_name,
     unblocked), circuit_breaker.opened / .half_opened / .closed (key),
-    namespace.paused / namespace.resumed (actor, reason).
+    namespace.paused / namespace.resumed / namespace.updated (actor, reason).
     """
 
     @staticmethod

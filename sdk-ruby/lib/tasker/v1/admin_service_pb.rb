@@ -84,6 +84,15 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
     add_message "tasker.v1.ResumeNamespaceResponse" do
       optional :namespace, :message, 1, "tasker.v1.Namespace"
     end
+    add_message "tasker.v1.UpdateNamespaceRequest" do
+      optional :namespace, :string, 1
+      optional :max_parallel_tasks, :int32, 2
+      optional :actor, :string, 3
+      optional :reason, :string, 4
+    end
+    add_message "tasker.v1.UpdateNamespaceResponse" do
+      optional :namespace, :message, 1, "tasker.v1.Namespace"
+    end
     add_message "tasker.v1.ListNamespacesRequest" do
       optional :page_size, :int32, 1
       optional :page_token, :string, 2
@@ -115,6 +124,8 @@ module Tasker
     PauseNamespaceResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.PauseNamespaceResponse").msgclass
     ResumeNamespaceRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.ResumeNamespaceRequest").msgclass
     ResumeNamespaceResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.ResumeNamespaceResponse").msgclass
+    UpdateNamespaceRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.UpdateNamespaceRequest").msgclass
+    UpdateNamespaceResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.UpdateNamespaceResponse").msgclass
     ListNamespacesRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.ListNamespacesRequest").msgclass
     ListNamespacesResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.ListNamespacesResponse").msgclass
   end

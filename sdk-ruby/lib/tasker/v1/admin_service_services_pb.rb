@@ -57,6 +57,10 @@ module Tasker
         rpc :PauseNamespace, ::Tasker::V1::PauseNamespaceRequest, ::Tasker::V1::PauseNamespaceResponse
         # Resumes a paused namespace. Idempotent. Errors: INVALID_ARGUMENT.
         rpc :ResumeNamespace, ::Tasker::V1::ResumeNamespaceRequest, ::Tasker::V1::ResumeNamespaceResponse
+        # Sets a namespace's dispatch limits (max_parallel_tasks; 0 restores the
+        # server-wide limit). Creates the namespace if unknown. Errors:
+        # INVALID_ARGUMENT (namespace or actor missing, negative limit).
+        rpc :UpdateNamespace, ::Tasker::V1::UpdateNamespaceRequest, ::Tasker::V1::UpdateNamespaceResponse
         # Lists known namespaces with their settings.
         rpc :ListNamespaces, ::Tasker::V1::ListNamespacesRequest, ::Tasker::V1::ListNamespacesResponse
       end

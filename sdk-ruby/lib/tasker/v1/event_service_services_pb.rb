@@ -19,7 +19,7 @@ module Tasker
       # step.cancelled, step.resolved_manually (actor, reason),
       # viable_steps.discovered (step_names), dependencies.resolved (step_name,
       # unblocked), circuit_breaker.opened / .half_opened / .closed (key),
-      # namespace.paused / namespace.resumed (actor, reason).
+      # namespace.paused / namespace.resumed / namespace.updated (actor, reason).
       class Service
 
         include ::GRPC::GenericService

@@ -181,6 +181,27 @@ export interface ResumeNamespaceResponse {
   namespace?: Namespace | undefined;
 }
 
+/** Request of AdminService.UpdateNamespace. */
+export interface UpdateNamespaceRequest {
+  /** Namespace. Required. */
+  namespace: string;
+  /**
+   * Maximum tasks IN_PROGRESS at once in this namespace; 0 means the
+   * server-wide limit only.
+   */
+  maxParallelTasks: number;
+  /** Operator identity. Required. */
+  actor: string;
+  /** Why. Recommended. */
+  reason: string;
+}
+
+/** Response of AdminService.UpdateNamespace. */
+export interface UpdateNamespaceResponse {
+  /** The namespace after the change. */
+  namespace?: Namespace | undefined;
+}
+
 /** Request of AdminService.ListNamespaces. */
 export interface ListNamespacesRequest {
   /** 1..500, default 50. */
@@ -1831,6 +1852,196 @@ export const ResumeNamespaceResponse: MessageFns<ResumeNamespaceResponse> = {
   },
 };
 
+function createBaseUpdateNamespaceRequest(): UpdateNamespaceRequest {
+  return { namespace: "", maxParallelTasks: 0, actor: "", reason: "" };
+}
+
+export const UpdateNamespaceRequest: MessageFns<UpdateNamespaceRequest> = {
+  encode(message: UpdateNamespaceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.namespace !== "") {
+      writer.uint32(10).string(message.namespace);
+    }
+    if (message.maxParallelTasks !== 0) {
+      writer.uint32(16).int32(message.maxParallelTasks);
+    }
+    if (message.actor !== "") {
+      writer.uint32(26).string(message.actor);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateNamespaceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateNamespaceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.namespace = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.maxParallelTasks = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateNamespaceRequest {
+    return {
+      namespace: isSet(object.namespace) ? globalThis.String(object.namespace) : "",
+      maxParallelTasks: isSet(object.maxParallelTasks)
+        ? globalThis.Number(object.maxParallelTasks)
+        : isSet(object.max_parallel_tasks)
+        ? globalThis.Number(object.max_parallel_tasks)
+        : 0,
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: UpdateNamespaceRequest): unknown {
+    const obj: any = {};
+    if (message.namespace !== "") {
+      obj.namespace = message.namespace;
+    }
+    if (message.maxParallelTasks !== 0) {
+      obj.maxParallelTasks = Math.round(message.maxParallelTasks);
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateNamespaceRequest>, I>>(base?: I): UpdateNamespaceRequest {
+    return UpdateNamespaceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateNamespaceRequest>, I>>(object: I): UpdateNamespaceRequest {
+    const message = createBaseUpdateNamespaceRequest();
+    message.namespace = object.namespace ?? "";
+    message.maxParallelTasks = object.maxParallelTasks ?? 0;
+    message.actor = object.actor ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseUpdateNamespaceResponse(): UpdateNamespaceResponse {
+  return { namespace: undefined };
+}
+
+export const UpdateNamespaceResponse: MessageFns<UpdateNamespaceResponse> = {
+  encode(message: UpdateNamespaceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.namespace !== undefined) {
+      Namespace.encode(message.namespace, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateNamespaceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateNamespaceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.namespace = Namespace.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateNamespaceResponse {
+    return { namespace: isSet(object.namespace) ? Namespace.fromJSON(object.namespace) : undefined };
+  },
+
+  toJSON(message: UpdateNamespaceResponse): unknown {
+    const obj: any = {};
+    if (message.namespace !== undefined) {
+      obj.namespace = Namespace.toJSON(message.namespace);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateNamespaceResponse>, I>>(base?: I): UpdateNamespaceResponse {
+    return UpdateNamespaceResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateNamespaceResponse>, I>>(object: I): UpdateNamespaceResponse {
+    const message = createBaseUpdateNamespaceResponse();
+    message.namespace = (object.namespace !== undefined && object.namespace !== null)
+      ? Namespace.fromPartial(object.namespace)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseListNamespacesRequest(): ListNamespacesRequest {
   return { pageSize: 0, pageToken: "" };
 }
@@ -2161,6 +2372,22 @@ export const AdminServiceService = {
       Buffer.from(ResumeNamespaceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ResumeNamespaceResponse => ResumeNamespaceResponse.decode(value),
   },
+  /**
+   * Sets a namespace's dispatch limits (max_parallel_tasks; 0 restores the
+   * server-wide limit). Creates the namespace if unknown. Errors:
+   * INVALID_ARGUMENT (namespace or actor missing, negative limit).
+   */
+  updateNamespace: {
+    path: "/tasker.v1.AdminService/UpdateNamespace" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateNamespaceRequest): Buffer =>
+      Buffer.from(UpdateNamespaceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateNamespaceRequest => UpdateNamespaceRequest.decode(value),
+    responseSerialize: (value: UpdateNamespaceResponse): Buffer =>
+      Buffer.from(UpdateNamespaceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdateNamespaceResponse => UpdateNamespaceResponse.decode(value),
+  },
   /** Lists known namespaces with their settings. */
   listNamespaces: {
     path: "/tasker.v1.AdminService/ListNamespaces" as const,
@@ -2220,6 +2447,12 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   pauseNamespace: handleUnaryCall<PauseNamespaceRequest, PauseNamespaceResponse>;
   /** Resumes a paused namespace. Idempotent. Errors: INVALID_ARGUMENT. */
   resumeNamespace: handleUnaryCall<ResumeNamespaceRequest, ResumeNamespaceResponse>;
+  /**
+   * Sets a namespace's dispatch limits (max_parallel_tasks; 0 restores the
+   * server-wide limit). Creates the namespace if unknown. Errors:
+   * INVALID_ARGUMENT (namespace or actor missing, negative limit).
+   */
+  updateNamespace: handleUnaryCall<UpdateNamespaceRequest, UpdateNamespaceResponse>;
   /** Lists known namespaces with their settings. */
   listNamespaces: handleUnaryCall<ListNamespacesRequest, ListNamespacesResponse>;
 }
@@ -2394,6 +2627,26 @@ export interface AdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ResumeNamespaceResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Sets a namespace's dispatch limits (max_parallel_tasks; 0 restores the
+   * server-wide limit). Creates the namespace if unknown. Errors:
+   * INVALID_ARGUMENT (namespace or actor missing, negative limit).
+   */
+  updateNamespace(
+    request: UpdateNamespaceRequest,
+    callback: (error: ServiceError | null, response: UpdateNamespaceResponse) => void,
+  ): ClientUnaryCall;
+  updateNamespace(
+    request: UpdateNamespaceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdateNamespaceResponse) => void,
+  ): ClientUnaryCall;
+  updateNamespace(
+    request: UpdateNamespaceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdateNamespaceResponse) => void,
   ): ClientUnaryCall;
   /** Lists known namespaces with their settings. */
   listNamespaces(

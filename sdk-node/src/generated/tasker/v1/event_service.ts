@@ -236,7 +236,7 @@ export const WatchEventsResponse: MessageFns<WatchEventsResponse> = {
  * step.cancelled, step.resolved_manually (actor, reason),
  * viable_steps.discovered (step_names), dependencies.resolved (step_name,
  * unblocked), circuit_breaker.opened / .half_opened / .closed (key),
- * namespace.paused / namespace.resumed (actor, reason).
+ * namespace.paused / namespace.resumed / namespace.updated (actor, reason).
  */
 export type EventServiceService = typeof EventServiceService;
 export const EventServiceService = {
