@@ -57,7 +57,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self, request: pb.CreateTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateTaskResponse:
         parent, state = _trace_context(context)
-        task_id, created = await self.commands.create_task(
+        detail, created = await self.commands.create_task(
             namespace=request.namespace,
             template_name=request.template_name,
             template_version=request.template_version,
@@ -72,7 +72,6 @@ class TaskService(pb_grpc.TaskServiceServicer):
             trace_parent=parent,
             trace_state=state,
         )
-        detail = await self.commands.get_task(task_id)
         return pb.CreateTaskResponse(
             task=convert.task_message(detail.task, detail), created=created
         )

@@ -132,7 +132,8 @@ class Commands:
         deadline: datetime | None,
         trace_parent: str | None,
         trace_state: str | None,
-    ) -> tuple[int, bool]:
+    ) -> tuple[task_store.TaskDetail, bool]:
+        """Creates a task (or finds the one with the same idempotency key); returns it in full."""
         violations = []
         if not namespace:
             violations.append(errors.FieldViolation("namespace", "is required"))
@@ -174,7 +175,7 @@ class Commands:
             async with self.db.session(read_only=True) as s:
                 existing = await task_store.find_by_idempotency_key(s, namespace, idempotency_key)
             if existing is not None:
-                return existing.id, False
+                return await self.get_task(existing.id), False
 
         sequence = defn.sequence_numbers()
         steps = [
@@ -218,15 +219,20 @@ class Commands:
         async with self.db.session() as s:
             journal = Journal()
             task_id = await task_store.insert_task(s, journal, new)
-            if task_id is None and idempotency_key:
-                existing = await task_store.find_by_idempotency_key(s, namespace, idempotency_key)
-                if existing is not None:
-                    return existing.id, False
             if task_id is None:
-                raise errors.Aborted("task creation conflicted; retry")
-            await journal.flush(s)
-        self.engine.wake(admit=True)
-        return task_id, True
+                existing = await task_store.find_by_idempotency_key(s, namespace, idempotency_key)
+                if existing is None:
+                    raise errors.Aborted("task creation conflicted; retry")
+                task_id, created = existing.id, False
+            else:
+                await journal.flush(s)
+                created = True
+            # Read back inside the same transaction: no second round of connection checkout.
+            detail = await task_store.load_task_detail(s, task_id)
+        assert detail is not None
+        if created:
+            self.engine.wake(admit=True)
+        return detail, created
 
     async def get_task(self, task_id: int) -> task_store.TaskDetail:
         async with self.db.session(read_only=True) as s:

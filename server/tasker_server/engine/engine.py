@@ -2,11 +2,11 @@
 
 Loops (one asyncio task each, under the engine's lifetime):
 
-- dispatch: woken by events (task created, outcomes committed, worker connected or freed,
-  namespace resumed, retry timers), admits pending tasks, then claims ready steps for every session
-  with free capacity and pushes assignments into the sessions' queues. No polling of the database.
-- outcomes: drains acknowledgements and results from all streams and applies them in one
-  transaction per batch (``store.outcomes``), then answers each reporter and wakes dispatch.
+- tick: woken by events (acknowledgements and results from the streams, task created, worker
+  connected or freed, namespace resumed, retry timers). Each tick is one transaction: it applies
+  the batch of acknowledgements and outcomes (``store.outcomes``), admits pending tasks, claims
+  ready steps for every session with free capacity; after the commit it pushes the assignments and
+  answers the reporters. No polling of the database.
 - sweep: every ``sweep_interval_seconds``: leases never acknowledged, leases without heartbeats,
   dead streams, leases past their hard deadline in the database (also those of vanished replicas),
   worker liveness, and a wake for retries whose backoff elapsed.
@@ -40,6 +40,7 @@ from tasker_server.store.dispatch import (
 from tasker_server.store.journal import Journal
 from tasker_server.store.models import Namespace, Step, Worker
 from tasker_server.store.outcomes import Outcome, OutcomeKind, Verdict, apply_outcomes
+from tasker_server.store.tasks import fail_overdue_tasks, has_overdue_tasks
 from tasker_server.store.types import utcnow
 
 from .sessions import Lease, WorkerSession
@@ -64,6 +65,7 @@ class Engine:
         self.sessions: dict[str, WorkerSession] = {}
         self._wake = asyncio.Event()
         self._admit = True
+        self._dispatch_needed = True
         self._ops: asyncio.Queue[tuple[str, Any, asyncio.Future[Any] | None]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
@@ -74,11 +76,7 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        for name, loop in (
-            ("dispatch", self._dispatch_loop),
-            ("outcomes", self._outcome_loop),
-            ("sweep", self._sweep_loop),
-        ):
+        for name, loop in (("tick", self._tick_loop), ("sweep", self._sweep_loop)):
             self._tasks.append(asyncio.create_task(loop(), name=f"tasker-{name}"))
         self.wake(admit=True)
 
@@ -91,8 +89,14 @@ class Engine:
         self._tasks.clear()
 
     def wake(self, *, admit: bool = False) -> None:
+        """Something may be dispatchable (a task created, capacity freed, a timer elapsed)."""
         if admit:
             self._admit = True
+        self._dispatch_needed = True
+        self._wake.set()
+
+    def _enqueue(self, kind: str, payload: Any, future: asyncio.Future[Any] | None) -> None:
+        self._ops.put_nowait((kind, payload, future))
         self._wake.set()
 
     # -- event notification (watchers) ----------------------------------------------------------
@@ -160,7 +164,7 @@ class Engine:
             return
         lease.acked = True
         lease.last_heartbeat = time.monotonic()
-        self._ops.put_nowait(("ack", (lease_id, session.worker_id), None))
+        self._enqueue("ack", (lease_id, session.worker_id), None)
 
     def adopt_lease(self, session: WorkerSession, lease_id: str) -> None:
         self._lease_owner[lease_id] = session
@@ -216,11 +220,11 @@ class Engine:
             owner.leases.pop(outcome.lease_id, None)
             self.wake()
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
-        self._ops.put_nowait(("outcome", outcome, future))
+        self._enqueue("outcome", outcome, future)
         return await future
 
     def _submit(self, outcome: Outcome) -> None:
-        self._ops.put_nowait(("outcome", outcome, None))
+        self._enqueue("outcome", outcome, None)
 
     def cancel_leases(self, lease_ids: list[str], reason: str) -> None:
         """Tells the workers holding these leases to stop (their steps were already moved)."""
@@ -234,47 +238,82 @@ class Engine:
 
     # -- loops ----------------------------------------------------------------------------------
 
-    async def _dispatch_loop(self) -> None:
+    async def _tick_loop(self) -> None:
         while True:
-            await self._wake.wait()
+            if self._ops.empty() and not self._dispatch_needed:
+                await self._wake.wait()
             self._wake.clear()
+            batch: list[tuple[str, Any, asyncio.Future[Any] | None]] = []
+            while len(batch) < _BATCH and not self._ops.empty():
+                batch.append(self._ops.get_nowait())
             try:
-                await self._dispatch_once()
+                await self._tick(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("dispatch failed; retrying shortly")
-                await asyncio.sleep(0.5)
-                self._wake.set()
+            except Exception as exc:
+                log.exception("engine tick failed (%d operations); retrying", len(batch))
+                for _, _, future in batch:
+                    if future is not None and not future.done():
+                        future.set_exception(exc)
+                self._dispatch_needed = True
+                await asyncio.sleep(0.2)
 
-    async def _dispatch_once(self) -> None:
-        if self._admit:
-            self._admit = False
-            async with self.db.session() as s:
-                journal = Journal()
-                admitted = await admit_tasks(s, journal, self.settings.max_parallel_tasks)
-                await journal.flush(s)
-            self.notify_committed(admitted > 0)
-        lease_seconds_extra = self.settings.ack_timeout_seconds + self.settings.lease_grace_seconds
-        for session in list(self.sessions.values()):
-            free = session.free
-            if free <= 0:
-                continue
-            async with self.db.session() as s:
-                journal = Journal()
-                claimed = await claim_steps(
-                    s,
-                    journal,
-                    namespaces=session.namespaces,
-                    handlers=session.handlers,
-                    limit=min(free, _BATCH),
-                    worker_id=session.worker_id,
-                    lease_extra_seconds=lease_seconds_extra,
-                )
-                await journal.flush(s)
-            if not claimed:
-                continue
+    async def _tick(self, batch: list[tuple[str, Any, asyncio.Future[Any] | None]]) -> None:
+        """One unit of work: acknowledgements, outcomes, admission and claims in one transaction.
+
+        Folding dependency resolution and the next claims into the transaction that records a
+        result makes one commit per hop of a DAG, however many steps and workers are involved.
+        """
+        acks = [payload[0] for kind, payload, _ in batch if kind == "ack"]
+        outcomes = [payload for kind, payload, _ in batch if kind == "outcome"]
+        dispatch, self._dispatch_needed = self._dispatch_needed, False
+        admit, self._admit = self._admit, False
+        claims: list[tuple[WorkerSession, list[ClaimedStep], int]] = []
+        result = None
+        async with self.db.session() as s:
+            journal = Journal()
+            await start_leases(s, journal, acks)
+            if outcomes:
+                result = await apply_outcomes(s, journal, outcomes, self._rng)
+                dispatch = dispatch or result.wake
+                admit = admit or bool(result.finished_tasks)
+            if admit:
+                await admit_tasks(s, journal, self.settings.max_parallel_tasks)
+                dispatch = True
+            if dispatch:
+                extra = self.settings.ack_timeout_seconds + self.settings.lease_grace_seconds
+                for session in list(self.sessions.values()):
+                    free = min(session.free, _BATCH)
+                    if free <= 0:
+                        continue
+                    claimed = await claim_steps(
+                        s,
+                        journal,
+                        namespaces=session.namespaces,
+                        handlers=session.handlers,
+                        limit=free,
+                        worker_id=session.worker_id,
+                        lease_extra_seconds=extra,
+                    )
+                    if claimed:
+                        claims.append((session, claimed, free))
+            had_events = bool(journal.events)
+            await journal.flush(s)
+        self.notify_committed(had_events)
+        for session, claimed, asked in claims:
             self._hand_out(session, claimed)
+            if len(claimed) == asked:
+                # The worker could take more than one batch: look again right away.
+                self._dispatch_needed = True
+        if result is not None:
+            by_lease: dict[str, list[Verdict]] = {}
+            for v in result.verdicts:
+                by_lease.setdefault(v.lease_id, []).append(v)
+            for kind, payload, future in batch:
+                if kind != "outcome" or future is None or future.done():
+                    continue
+                answers = by_lease.get(payload.lease_id) or [Verdict(payload.lease_id, False)]
+                future.set_result(answers.pop(0) if len(answers) > 1 else answers[0])
 
     def _hand_out(self, session: WorkerSession, claimed: list[ClaimedStep]) -> None:
         now = time.monotonic()
@@ -285,46 +324,6 @@ class Engine:
             session.leases[c.lease_id] = Lease(c.lease_id, c.step_id, c.task_id, offered_at=now)
             self._lease_owner[c.lease_id] = session
             session.outbound.put_nowait(c)
-
-    async def _outcome_loop(self) -> None:
-        while True:
-            first = await self._ops.get()
-            batch = [first]
-            while len(batch) < _BATCH and not self._ops.empty():
-                batch.append(self._ops.get_nowait())
-            try:
-                await self._apply(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("applying %d outcomes failed", len(batch))
-                for _, _, future in batch:
-                    if future is not None and not future.done():
-                        future.set_exception(exc)
-                await asyncio.sleep(0.2)
-
-    async def _apply(self, batch: list[tuple[str, Any, asyncio.Future[Any] | None]]) -> None:
-        acks = [payload[0] for kind, payload, _ in batch if kind == "ack"]
-        outcomes = [payload for kind, payload, _ in batch if kind == "outcome"]
-        async with self.db.session() as s:
-            journal = Journal()
-            await start_leases(s, journal, acks)
-            result = await apply_outcomes(s, journal, outcomes, self._rng) if outcomes else None
-            had_events = bool(journal.events)
-            await journal.flush(s)
-        self.notify_committed(had_events)
-        if result is not None:
-            verdicts = iter(result.verdicts)
-            by_lease: dict[str, list[Verdict]] = {}
-            for v in verdicts:
-                by_lease.setdefault(v.lease_id, []).append(v)
-            for kind, payload, future in batch:
-                if kind != "outcome" or future is None or future.done():
-                    continue
-                answers = by_lease.get(payload.lease_id) or [Verdict(payload.lease_id, False)]
-                future.set_result(answers.pop(0) if len(answers) > 1 else answers[0])
-            if result.wake:
-                self.wake(admit=bool(result.finished_tasks))
 
     async def _sweep_loop(self) -> None:
         interval = self.settings.sweep_interval_seconds
@@ -370,6 +369,14 @@ class Engine:
                     )
         async with self.db.session(read_only=True) as s:
             expired = await expired_leases(s, utcnow())
+            overdue = await has_overdue_tasks(s, utcnow())
+        if overdue:
+            async with self.db.session() as s:
+                journal = Journal()
+                overdue_leases = await fail_overdue_tasks(s, journal)
+                await journal.flush(s)
+            self.notify_committed(True)
+            self.cancel_leases(overdue_leases, "deadline_exceeded")
         for lease_id in expired:
             if lease_id not in self._lease_owner:
                 self._submit(Outcome(lease_id, OutcomeKind.EXPIRE, message="lease deadline passed"))

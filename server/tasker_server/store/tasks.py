@@ -301,3 +301,61 @@ async def count_in_flight(session: AsyncSession, task_id: int) -> int:
         .where(Step.task_id == task_id, Step.state.in_([StepState.ENQUEUED, StepState.IN_PROGRESS]))
     )
     return int((await session.execute(query)).scalar_one())
+
+
+def overdue_query(now: datetime, limit: int) -> Any:
+    return (
+        select(Task.id)
+        .where(
+            Task.deadline.is_not(None),
+            Task.deadline < now,
+            Task.state.in_([TaskState.PENDING.value, TaskState.IN_PROGRESS.value]),
+        )
+        .limit(limit)
+    )
+
+
+async def has_overdue_tasks(session: AsyncSession, now: datetime) -> bool:
+    return (await session.execute(overdue_query(now, 1))).first() is not None
+
+
+async def fail_overdue_tasks(
+    session: AsyncSession, journal: Journal, limit: int = 100
+) -> list[str]:
+    """Tasks past their deadline: remaining steps cancelled, task FAILED; returns leases."""
+    now = journal.now
+    overdue = (
+        (
+            await session.execute(
+                select(Task).where(Task.id.in_(overdue_query(now, limit).scalar_subquery()))
+            )
+        )
+        .scalars()
+        .all()
+    )
+    leases: list[str] = []
+    for task in overdue:
+        leases += await cancel_steps(
+            session, journal, task, actor="system", reason="task deadline exceeded"
+        )
+        await session.execute(
+            update(Task)
+            .where(Task.id == task.id, Task.state == task.state)
+            .values(state=TaskState.FAILED, in_flight=0, end_time=now, update_time=now)
+            .execution_options(synchronize_session=False)
+        )
+        journal.transition(
+            task_id=task.id,
+            from_state=task.state,
+            to_state=TaskState.FAILED,
+            event="deadline_exceeded",
+            reason="task deadline exceeded",
+        )
+        journal.event(
+            "task.failed",
+            task_id=task.id,
+            namespace=task.namespace,
+            correlation_id=task.correlation_id,
+            metadata={"reason": "deadline_exceeded", "total_steps": task.total_steps},
+        )
+    return leases

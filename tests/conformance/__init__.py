@@ -1,0 +1,1 @@
+"""Conformance scenarios (data in ``scenarios/``) and the Python SDK's conformance worker."""

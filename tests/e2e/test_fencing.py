@@ -1,0 +1,212 @@
+"""Lease fencing on the raw Connect protocol (grpc.aio, no SDK logic between the test and the
+server): unacknowledged leases are re-offered, stale results are rejected without closing the
+stream, duplicate results are recorded once, silent workers are disconnected."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+import pytest_asyncio
+from google.protobuf import struct_pb2
+
+from tasker import Client, StepContext, Worker
+from tasker.testing import WorkflowBuilder
+from tasker.v1 import admin_service_pb2, admin_service_pb2_grpc
+from tasker.v1 import worker_service_pb2 as wpb
+from tasker.v1 import worker_service_pb2_grpc as wgrpc
+from tests.e2e.workers.raw import RawWorker, decode
+from tests.support.server import FAST_TIMERS, RunningServer
+
+NS = "fencing"
+TEMPLATE = "single"
+ACK_TIMEOUT = FAST_TIMERS["ack_timeout_seconds"]
+KEEPALIVE_TIMEOUT = FAST_TIMERS["keepalive_timeout_seconds"]
+
+
+def _result(value: int) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update({"value": value})
+    return out
+
+
+@pytest_asyncio.fixture
+async def setup(server: RunningServer) -> AsyncIterator[tuple[Client, grpc.aio.Channel]]:
+    client = await Client.connect(server.address)
+    await client.register_template(WorkflowBuilder(TEMPLATE, NS).step("only", "h").build())
+    channel = grpc.aio.insecure_channel(server.address)
+    try:
+        yield client, channel
+    finally:
+        await channel.close()
+        await client.close()
+
+
+async def test_unacked_lease_is_reoffered_and_its_late_result_is_rejected_stream_stays_open(
+    setup: tuple[Client, grpc.aio.Channel],
+) -> None:
+    client, channel = setup
+    worker = RawWorker(channel)
+    await worker.connect("raw-1", [NS], ["h"], capacity=1)
+    try:
+        task = await client.create_task(NS, TEMPLATE, {"input": 1})
+        loop = asyncio.get_running_loop()
+        first = (await worker.next("assignment")).assignment
+        offered = loop.time()
+        assert first.context.step.attempt == 1
+
+        # Never acknowledged: taken back and re-offered after ack_timeout, no attempt counted.
+        second = (await worker.next("assignment", ACK_TIMEOUT + 5)).assignment
+        waited = loop.time() - offered
+        assert second.lease_id != first.lease_id
+        assert ACK_TIMEOUT - 0.3 <= waited <= ACK_TIMEOUT + 2.0, waited
+        assert second.context.task.task_id == task.task_id
+        assert second.context.step.attempt == 1
+        kinds = [m.WhichOneof("message") for m in worker.received]
+        cancelled = [m.cancellation for m in worker.received if m.HasField("cancellation")]
+        assert [c.lease_id for c in cancelled] == [first.lease_id], kinds
+
+        # The late result for the old lease is fenced off; the stream stays usable.
+        worker.send(result=wpb.StepSuccess(lease_id=first.lease_id, result=_result(-1)))
+        stale = (await worker.next("result_ack")).result_ack
+        assert (stale.lease_id, stale.accepted, stale.reason) == (
+            first.lease_id,
+            False,
+            "LEASE_STALE",
+        )
+        assert not worker.ended.is_set()
+
+        worker.send(ack=wpb.AssignmentAck(lease_id=second.lease_id))
+        worker.send(result=wpb.StepSuccess(lease_id=second.lease_id, result=_result(2)))
+        ok = (await worker.next("result_ack")).result_ack
+        assert (ok.lease_id, ok.accepted) == (second.lease_id, True), ok
+        done = await client.wait_for_task(task.task_id, timeout=10)
+    finally:
+        await worker.close()
+
+    step = done.step("only")
+    assert done.state == "complete"
+    assert step.result == {"value": 2}
+    assert step.attempts == 1
+    assert [a.outcome for a in step.proto.attempt_history] == ["complete"]
+    moves = [(t.from_state, t.to_state, t.event) for t in done.proto.transitions if t.step_name]
+    assert moves.count(("enqueued", "pending", "release")) == 1, moves
+
+
+async def test_duplicate_result_for_one_lease_is_accepted_and_recorded_once(
+    setup: tuple[Client, grpc.aio.Channel],
+) -> None:
+    client, channel = setup
+    worker = RawWorker(channel)
+    await worker.connect("raw-dup", [NS], ["h"], capacity=1)
+    try:
+        task = await client.create_task(NS, TEMPLATE, {"input": 1})
+        lease = (await worker.next("assignment")).assignment.lease_id
+        worker.send(ack=wpb.AssignmentAck(lease_id=lease))
+        success = wpb.StepSuccess(lease_id=lease, result=_result(7))
+        worker.send(result=success)
+        worker.send(result=success)
+        acks = [(await worker.next("result_ack")).result_ack for _ in range(2)]
+        assert [(a.lease_id, a.accepted) for a in acks] == [(lease, True), (lease, True)], acks
+        done = await client.wait_for_task(task.task_id, timeout=10)
+
+        # Once more after the step completed, on the stream and by the unary call.
+        worker.send(result=wpb.StepSuccess(lease_id=lease, result=_result(8)))
+        again = (await worker.next("result_ack")).result_ack
+        assert (again.lease_id, again.accepted) == (lease, True)
+        reply = await wgrpc.WorkerServiceStub(channel).ReportStepResult(  # type: ignore[no-untyped-call]
+            wpb.ReportStepResultRequest(success=wpb.StepSuccess(lease_id=lease, result=_result(9)))
+        )
+        assert reply.accepted
+    finally:
+        await worker.close()
+
+    after = await client.get_task(task.task_id)
+    step = after.step("only")
+    assert done.state == after.state == "complete"
+    assert step.result == {"value": 7}, "a repeated outcome must not overwrite the first"
+    assert step.attempts == 1
+    assert [a.outcome for a in step.proto.attempt_history] == ["complete"]
+    completes = [
+        t for t in after.proto.transitions if t.step_name == "only" and t.to_state == "complete"
+    ]
+    assert len(completes) == 1
+    finished = [t for t in after.proto.transitions if not t.step_name and t.to_state == "complete"]
+    assert len(finished) == 1
+
+
+async def test_unary_report_for_unknown_lease_is_failed_precondition_lease_stale(
+    server: RunningServer,
+) -> None:
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = wgrpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
+        for request in (
+            wpb.ReportStepResultRequest(
+                success=wpb.StepSuccess(lease_id="no-such-lease", result=_result(1))
+            ),
+            wpb.ReportStepResultRequest(failure=wpb.StepFailure(lease_id="no-such-lease")),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.ReportStepResult(request)
+            details = decode(caught.value)
+            assert details.code == grpc.StatusCode.FAILED_PRECONDITION
+            assert details.reason == "LEASE_STALE"
+            assert details.metadata.get("lease_id") == "no-such-lease"
+
+
+async def test_silent_worker_is_disconnected_and_its_lease_retried_elsewhere(
+    setup: tuple[Client, grpc.aio.Channel],
+    server: RunningServer,
+) -> None:
+    client, channel = setup
+    silent = RawWorker(channel, pong=False)
+    await silent.connect("silent", [NS], ["h"], capacity=1)
+    rescuer = Worker(server.address, [NS], worker_id="rescuer")
+
+    @rescuer.handler("h")
+    async def handle(ctx: StepContext) -> dict[str, int]:
+        return {"value": 10 * ctx.step.attempt}
+
+    running: asyncio.Task[None] | None = None
+    try:
+        task = await client.create_task(NS, TEMPLATE, {"input": 1})
+        lease = (await silent.next("assignment")).assignment.lease_id
+        silent.send(ack=wpb.AssignmentAck(lease_id=lease))
+        loop = asyncio.get_running_loop()
+        # From here on the worker sends nothing: no pong, no heartbeat, no result.
+        running = asyncio.create_task(rescuer.run())
+        await rescuer.wait_connected(10)
+        async with asyncio.timeout(KEEPALIVE_TIMEOUT + 5):
+            await silent.ended.wait()
+        silent_for = loop.time() - silent.last_sent
+        assert silent.keepalives >= 2, "the server must probe the stream before giving up"
+        assert KEEPALIVE_TIMEOUT - 0.6 <= silent_for <= KEEPALIVE_TIMEOUT + 1.5, silent_for
+        done = await client.wait_for_task(task.task_id, timeout=15)
+        async with grpc.aio.insecure_channel(server.address) as admin_channel:
+            listed = await admin_service_pb2_grpc.AdminServiceStub(  # type: ignore[no-untyped-call]
+                admin_channel
+            ).ListWorkers(admin_service_pb2.ListWorkersRequest())
+    finally:
+        await silent.close()
+        await rescuer.shutdown(drain_timeout=2)
+        if running is not None:
+            await running
+
+    listed_ids = {w.worker_id for w in listed.workers}  # ListWorkers lists connected ones
+    assert "silent" not in listed_ids and "rescuer" in listed_ids, listed_ids
+    step = done.step("only")
+    assert done.state == "complete"
+    assert step.result == {"value": 20}
+    history = list(step.proto.attempt_history)
+    assert [(a.attempt, a.outcome, a.worker_id) for a in history] == [
+        (1, "lease_expired", "silent"),
+        (2, "complete", "rescuer"),
+    ]
+    # The retry may first be re-offered to the silent worker (not yet known to be dead): that
+    # offer is released without counting an attempt. Exactly one attempt expired.
+    expired = [t for t in done.proto.transitions if t.event == "lease_expired"]
+    assert [(t.step_name, t.from_state, t.to_state) for t in expired] == [
+        ("only", "in_progress", "retrying")
+    ]
