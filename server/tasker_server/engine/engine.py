@@ -19,7 +19,6 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +42,7 @@ from tasker_server.store.outcomes import Outcome, OutcomeKind, Verdict, apply_ou
 from tasker_server.store.tasks import fail_overdue_tasks, has_overdue_tasks
 from tasker_server.store.types import utcnow
 
+from .listener import ChangeListener
 from .sessions import Lease, WorkerSession
 
 __all__ = ["Cancellation", "Engine"]
@@ -71,16 +71,19 @@ class Engine:
         self._rng = random.Random()
         self._events_signal = asyncio.Event()
         self._lease_owner: dict[str, WorkerSession] = {}
-        self.on_events: list[Callable[[], Awaitable[None] | None]] = []
+        self._listener = ChangeListener(db, self._changed_elsewhere)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.db.origin = self.settings.server_id
+        self._listener.start()
         for name, loop in (("tick", self._tick_loop), ("sweep", self._sweep_loop)):
             self._tasks.append(asyncio.create_task(loop(), name=f"tasker-{name}"))
         self.wake(admit=True)
 
     async def stop(self) -> None:
+        await self._listener.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -94,6 +97,10 @@ class Engine:
             self._admit = True
         self._dispatch_needed = True
         self._wake.set()
+
+    def _changed_elsewhere(self) -> None:
+        self.wake(admit=True)
+        self._events_committed()
 
     def _enqueue(self, kind: str, payload: Any, future: asyncio.Future[Any] | None) -> None:
         self._ops.put_nowait((kind, payload, future))

@@ -95,6 +95,9 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Identifies this process in change notifications (PostgreSQL NOTIFY) so that a replica
+        # does not wake itself for its own commits.
+        self.origin = ""
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._read_only_sessions = async_sessionmaker(
             engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
@@ -157,6 +160,7 @@ class Database:
         factory = self._read_only_sessions if read_only else self._sessions
         try:
             async with factory() as session, session.begin():
+                session.info["origin"] = self.origin
                 yield session
         except (OperationalError, InterfaceError, OSError) as exc:
             raise Unavailable("the database is unavailable", reason="DATABASE_UNAVAILABLE") from exc

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tasker_server.domain.states import StepState, TaskState
+from tasker_server.domain.states import StepState, TaskState, allowed_step_sources
 
 from .journal import Journal
 from .models import Namespace, Step, StepEdge, Task
@@ -31,7 +31,8 @@ from .types import dialect_name
 __all__ = ["ClaimedStep", "DependencyRow", "admit_tasks", "claim_steps"]
 
 _ADMISSION_LOCK = 0x7A5C3E3
-_READY_STATES = (StepState.PENDING.value, StepState.RETRYING.value)
+# The claim is the transition to ENQUEUED: its sources come from the one transition table.
+_READY_STATES = tuple(sorted(s.value for s in allowed_step_sources(StepState.ENQUEUED)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +320,10 @@ async def start_leases(
     rows = (
         await session.execute(
             update(Step)
-            .where(Step.lease_id.in_(lease_ids), Step.state == StepState.ENQUEUED)
+            .where(
+                Step.lease_id.in_(lease_ids),
+                Step.state.in_(allowed_step_sources(StepState.IN_PROGRESS)),
+            )
             .values(
                 state=StepState.IN_PROGRESS,
                 attempts=Step.attempts + 1,

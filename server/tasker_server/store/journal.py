@@ -17,7 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .models import Event, Transition
 from .types import dialect_name, utcnow
 
-__all__ = ["Journal"]
+__all__ = ["NOTIFY_CHANNEL", "Journal"]
+
+NOTIFY_CHANNEL = "tasker_changes"
 
 _EVENT_LOCK = 0x7A5C3E2
 
@@ -82,6 +84,13 @@ class Journal:
         )
 
     async def flush(self, session: AsyncSession) -> None:
+        if (self.transitions or self.events) and dialect_name(session) == "postgresql":
+            # Other replicas LISTEN on this channel (engine/listener.py); NOTIFY is delivered at
+            # COMMIT only, so a woken replica always sees the change.
+            await session.execute(
+                text("SELECT pg_notify(:channel, :origin)"),
+                {"channel": NOTIFY_CHANNEL, "origin": session.info.get("origin", "")},
+            )
         if self.transitions:
             await session.execute(insert(Transition), self.transitions)
             self.transitions = []
