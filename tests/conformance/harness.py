@@ -20,7 +20,7 @@ from tasker import Client, Task
 
 from .scenarios import Scenario, step_state
 
-__all__ = ["PYTHON_WORKER", "WorkerProcess", "wait_until", "wait_for_scenario_task"]
+__all__ = ["PYTHON_WORKER", "WorkerProcess", "wait_for_scenario_task", "wait_until"]
 
 PYTHON_WORKER = Path(__file__).resolve().parent / "python_worker.py"
 
@@ -46,7 +46,7 @@ class WorkerProcess:
         self.worker_id = worker_id or ""
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self, timeout: float = 30.0) -> WorkerProcess:
+    async def start(self, timeout: float = 30.0) -> WorkerProcess:  # noqa: ASYNC109
         self.proc = await asyncio.create_subprocess_exec(
             *self.args, env=self.env, stdout=asyncio.subprocess.PIPE
         )
@@ -65,7 +65,7 @@ class WorkerProcess:
             self.kill()
             raise
 
-    async def stop(self, timeout: float = 20.0) -> int:
+    async def stop(self, timeout: float = 20.0) -> int:  # noqa: ASYNC109
         """SIGTERM, then wait for the exit code (SIGKILL after ``timeout``: the code is then
         negative, which fails any ``== 0`` assertion)."""
         assert self.proc is not None
@@ -94,6 +94,8 @@ async def wait_until(
         task = await client.get_task(task_id)
         current = {s.name: step_state(s.state) for s in task.proto.steps}
         if current.get(step) == state:
+            # GetTask reads one snapshot (REPEATABLE READ on PostgreSQL), so this view is
+            # consistent: the task row matches its steps.
             return task
         if task.is_terminal or time.monotonic() > deadline:
             raise TimeoutError(f"task {task_id}: step {step} is {current.get(step)!r}, "

@@ -71,7 +71,9 @@ async def sleep_handler(ctx: StepContext) -> dict[str, Any]:
 
 
 async def fail_permanent(ctx: StepContext) -> dict[str, Any]:
-    raise PermanentError(f"step {ctx.step.name} fails permanently", error_type="ConformancePermanent")
+    raise PermanentError(
+        f"step {ctx.step.name} fails permanently", error_type="ConformancePermanent"
+    )
 
 
 async def fail_then_succeed(ctx: StepContext) -> dict[str, Any]:

@@ -192,11 +192,13 @@ def _validate(raw: Any, path: Path) -> Scenario:
     if set(expect) - _EXPECT_KEYS:
         raise ValueError(f"{path}: unknown expect keys {sorted(set(expect) - _EXPECT_KEYS)}")
     names = [s["name"] for s in raw["template"]["step_templates"]]
-    for step_name, one in {**expect.get("steps", {}), "<all_steps>": expect.get("all_steps", {})}.items():
+    per_step = {**expect.get("steps", {}), "<all_steps>": expect.get("all_steps", {})}
+    for step_name, one in per_step.items():
         if step_name != "<all_steps>" and step_name not in names:
             raise ValueError(f"{path}: expect.steps names unknown step {step_name!r}")
-        if set(one) - _STEP_KEYS:
-            raise ValueError(f"{path}: unknown step expectation keys {sorted(set(one) - _STEP_KEYS)}")
+        extra = sorted(set(one) - _STEP_KEYS)
+        if extra:
+            raise ValueError(f"{path}: unknown step expectation keys {extra}")
     inputs = [t["input"] for t in raw["tasks"]]
     if len(set(inputs)) != len(inputs):
         raise ValueError(f"{path}: task inputs must be distinct (results are matched by input)")
@@ -247,14 +249,13 @@ def _time(ts: Any) -> datetime | None:
     return ts.ToDatetime()
 
 
-def check(scenario: Scenario, task: Any, *, timestamps: bool = False) -> list[str]:
+def check(scenario: Scenario, task: Any, *, timestamps: bool = True) -> list[str]:
     """Mismatches between ``task`` (a ``tasker.v1.Task`` from GetTask, or an SDK ``Task``) and
     what ``scenario`` expects of it. Empty when the task conforms.
 
     The ordering rule is checked on the transition log's commit order and on the attempt
-    history; ``timestamps=True`` also compares transition ``create_time`` values, which the
-    server currently stamps before its transaction takes the write lock (see
-    ``ordering_problems``), so they can run backwards by a few milliseconds."""
+    history; ``timestamps=True`` also compares transition ``create_time`` values (the server
+    stamps them at flush, after the transaction took its locks, so they follow causality)."""
     proto = getattr(task, "proto", None) or task
     context = _struct(proto.context)
     try:

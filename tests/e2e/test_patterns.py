@@ -26,8 +26,13 @@ import yaml
 from tasker import Client, Task
 from tasker.v1 import admin_service_pb2, admin_service_pb2_grpc
 from tests.conformance.harness import WorkerProcess
-from tests.conformance.scenarios import expected_step_results, load, ordering_problems
-from tests.conformance.scenarios import SCENARIO_DIR, step_state
+from tests.conformance.scenarios import (
+    SCENARIO_DIR,
+    expected_step_results,
+    load,
+    ordering_problems,
+    step_state,
+)
 from tests.support.server import RunningServer, server_env
 
 NS = "conformance"
@@ -123,7 +128,9 @@ async def test_independent_steps_overlap(server: RunningServer) -> None:
     (c,) = [interval(a) for name, a in attempts(task) if name == "c"]
     overlap = (min(b[1], c[1]) - max(b[0], c[0])).total_seconds()
     assert overlap > 0.1, f"b {b} and c {c} should run concurrently (overlap {overlap:.3f}s)"
-    assert (b[1] - b[0]).total_seconds() >= 0.3 and (c[1] - c[0]).total_seconds() >= 0.3
+    # start_time is stamped when the server applies the ack batch, a few ms after the worker
+    # started the handler, so an attempt of a 300 ms step can show slightly less than 300 ms.
+    assert (b[1] - b[0]).total_seconds() >= 0.25 and (c[1] - c[0]).total_seconds() >= 0.25
 
 
 # --- (b) no step starts before all its parents completed ----------------------------------------
@@ -157,16 +164,6 @@ async def test_steps_never_start_before_their_parents_complete(server: RunningSe
                 assert done and done[0] < enqueued[0], f"{s.name} enqueued before {parent}"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "server bug: transition create_time is Journal.now, read when the unit of work is "
-        "created, before its transaction gets the write lock (SQLite BEGIN IMMEDIATE) or runs "
-        "its claim; a dispatch that waited for the lock stamps a child's 'enqueued' a few ms "
-        "BEFORE its parent's 'complete' although it committed after it. Not deterministic, "
-        "so not strict."
-    ),
-)
 async def test_enqueued_transition_time_not_before_parent_complete_time(
     server: RunningServer,
 ) -> None:

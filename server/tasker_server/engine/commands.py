@@ -276,7 +276,7 @@ class Commands:
                 metadata={"actor": actor, "reason": reason},
             )
             await journal.flush(s)
-        self.engine.notify_committed(True)
+        self.engine.committed(journal)
         self.engine.cancel_leases(leases, "task_cancelled")
         self.engine.wake(admit=True)
 
@@ -300,7 +300,7 @@ class Commands:
             )
             await journal.flush(s)
             await s.flush()
-        self.engine.notify_committed(True)
+        self.engine.committed(journal)
         self.engine.wake(admit=True)
         return row
 
@@ -310,9 +310,9 @@ class Commands:
             row = (
                 await s.execute(select(Namespace).where(Namespace.name == namespace))
             ).scalar_one()
+            journal = Journal()
             if row.paused != paused:
                 row.paused = paused
-                journal = Journal()
                 journal.event(
                     "namespace.paused" if paused else "namespace.resumed",
                     namespace=namespace,
@@ -320,6 +320,6 @@ class Commands:
                 )
                 await journal.flush(s)
             await s.flush()
-        self.engine.notify_committed(True)
+        self.engine.committed(journal)
         self.engine.wake()
         return row

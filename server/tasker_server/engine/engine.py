@@ -19,6 +19,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,7 @@ class Engine:
         self._events_signal = asyncio.Event()
         self._lease_owner: dict[str, WorkerSession] = {}
         self._listener = ChangeListener(db, self._changed_elsewhere)
+        self._subscribers: list[Callable[[list[dict[str, Any]]], None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -116,9 +118,20 @@ class Engine:
         signal, self._events_signal = self._events_signal, asyncio.Event()
         signal.set()
 
-    def notify_committed(self, journal_had_events: bool) -> None:
-        if journal_had_events:
-            self._events_committed()
+    def subscribe(self, callback: Callable[[list[dict[str, Any]]], None]) -> None:
+        """Calls ``callback(events)`` after every commit that wrote events (metrics, bridges)."""
+        self._subscribers.append(callback)
+
+    def committed(self, journal: Journal) -> None:
+        """To be called after a unit of work that used ``journal`` committed."""
+        if not journal.written:
+            return
+        self._events_committed()
+        for callback in self._subscribers:
+            try:
+                callback(journal.written)
+            except Exception:
+                log.exception("commit subscriber failed")
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -304,9 +317,8 @@ class Engine:
                     )
                     if claimed:
                         claims.append((session, claimed, free))
-            had_events = bool(journal.events)
             await journal.flush(s)
-        self.notify_committed(had_events)
+        self.committed(journal)
         for session, claimed, asked in claims:
             self._hand_out(session, claimed)
             if len(claimed) == asked:
@@ -382,7 +394,7 @@ class Engine:
                 journal = Journal()
                 overdue_leases = await fail_overdue_tasks(s, journal)
                 await journal.flush(s)
-            self.notify_committed(True)
+            self.committed(journal)
             self.cancel_leases(overdue_leases, "deadline_exceeded")
         for lease_id in expired:
             if lease_id not in self._lease_owner:

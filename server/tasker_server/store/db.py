@@ -99,8 +99,14 @@ class Database:
         # does not wake itself for its own commits.
         self.origin = ""
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        read_only: dict[str, Any] = {_READ_ONLY: True}
+        if engine.dialect.name == "postgresql":
+            # A read that spans several statements (GetTask: task, steps, attempts, transitions)
+            # must see one snapshot, not a mix of before and after a concurrent commit.
+            read_only["isolation_level"] = "REPEATABLE READ"
+            read_only["postgresql_readonly"] = True
         self._read_only_sessions = async_sessionmaker(
-            engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+            engine.execution_options(**read_only), expire_on_commit=False
         )
 
     @classmethod

@@ -31,6 +31,8 @@ class Journal:
     now: datetime = field(default_factory=utcnow)
     transitions: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    # Events written by flush(); handed to commit subscribers (watchers, metrics) after COMMIT.
+    written: list[dict[str, Any]] = field(default_factory=list)
 
     def transition(
         self,
@@ -84,6 +86,14 @@ class Journal:
         )
 
     async def flush(self, session: AsyncSession) -> None:
+        # Stamp at flush, i.e. after this transaction's statements took their locks: a unit of
+        # work that waited for another's commit is then stamped after it, so transition times
+        # follow causality (a child is never enqueued "before" its parent completed).
+        stamp = utcnow()
+        for row in self.transitions:
+            row["create_time"] = stamp
+        for row in self.events:
+            row["create_time"] = stamp
         if (self.transitions or self.events) and dialect_name(session) == "postgresql":
             # Other replicas LISTEN on this channel (engine/listener.py); NOTIFY is delivered at
             # COMMIT only, so a woken replica always sees the change.
@@ -102,4 +112,5 @@ class Journal:
                 # commit order: streams are gap-free. (SQLite's single writer already is.)
                 await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK})
             await session.execute(insert(Event), self.events)
+            self.written += self.events
             self.events = []
