@@ -121,12 +121,6 @@ async def test_context_violating_input_schema_lists_each_problem_by_path(stubs: 
     assert all(details.descriptions), "every violation needs a description"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a missing required property is reported on field 'context' instead of "
-    "'context.<property>' (domain/templates.py validate_input uses err.absolute_path, which is "
-    "the parent object for 'required' errors)",
-)
 async def test_missing_required_property_is_named_by_its_path(stubs: Stubs) -> None:
     details = await _create_fails(
         stubs, namespace=NS, template_name="orders", context=_struct({"order_id": 1})

@@ -109,7 +109,6 @@ async def test_server_killed_mid_run_restarts_and_every_task_completes_once(
                     await asyncio.sleep(0.02)
         proc.kill()
         killed_at = time.monotonic()
-        print("PROGRESS", progress)
         assert progress[0] < total_steps, "the run finished before the kill: nothing was tested"
 
         await asyncio.sleep(1.0)  # in-flight handlers finish while the server is down
@@ -138,7 +137,6 @@ async def test_server_killed_mid_run_restarts_and_every_task_completes_once(
             assert step.state == "complete"
             assert step.result == {"value": values[step.name]}, (task_id, step.name)
             outcomes = [a.outcome for a in step.proto.attempt_history]
-            if len(outcomes) > 1: print("MULTI", task_id, step.name, outcomes)
             assert outcomes.count("complete") == 1, (task_id, step.name, outcomes)
             assert outcomes[-1] == "complete"
             completions = [

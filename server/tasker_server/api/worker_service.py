@@ -14,6 +14,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -202,9 +203,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                     active = self.engine.heartbeat(session, ids)
                     session.outbound.put_nowait(
                         pb.ConnectResponse(
-                            heartbeat_ack=pb.HeartbeatAck(
-                                leases=[pb.LeaseStatus(lease_id=i, active=active[i]) for i in ids]
-                            )
+                            heartbeat_ack=pb.HeartbeatAck(leases=self._statuses(active))
                         )
                     )
                 elif kind in ("result", "failure"):
@@ -253,9 +252,14 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             )
         ids = list(request.lease_ids)
         active = await self.engine.heartbeat_anywhere(ids)
-        return pb.HeartbeatResponse(
-            leases=[pb.LeaseStatus(lease_id=i, active=active[i]) for i in ids]
-        )
+        return pb.HeartbeatResponse(leases=self._statuses(active))
+
+    def _statuses(self, active: dict[str, bool]) -> list[pb.LeaseStatus]:
+        deadline = convert.ts(utcnow() + timedelta(seconds=self.engine.lease_ttl_seconds))
+        return [
+            pb.LeaseStatus(lease_id=i, active=ok, lease_deadline=deadline if ok else None)
+            for i, ok in active.items()
+        ]
 
     async def ReportStepResult(
         self, request: pb.ReportStepResultRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -252,6 +252,17 @@ def validate_input(defn: TemplateDefinition, value: Any) -> list[FieldViolation]
         path = "input"
         for part in err.absolute_path:
             path = join(path, part if isinstance(part, int) else str(part))
+        if err.validator == "required":
+            # jsonschema reports a missing property on its parent object; name the property.
+            missing = [
+                p
+                for p in err.validator_value
+                if isinstance(err.instance, dict) and p not in err.instance
+            ]
+            for prop in missing:
+                if f"'{prop}'" in err.message:
+                    path = join(path, str(prop))
+                    break
         out.append(FieldViolation(path, err.message))
     return out
 

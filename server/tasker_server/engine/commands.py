@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_TEMPLATE_BYTES = 256 * 1024
 MAX_TAGS = 32
+LATEST_TEMPLATE_TTL_SECONDS = 2.0
 MAX_TAG_LENGTH = 64
 TERMINAL_TASK_STATES = {TaskState.COMPLETE, TaskState.CANCELLED, TaskState.RESOLVED_MANUALLY}
 
@@ -54,6 +56,9 @@ class Commands:
         self.db = engine.db
         self.environment = environment or None
         self._definitions: dict[int, TemplateDefinition] = {}
+        self._templates: dict[
+            tuple[str, str, str], tuple[template_store.StoredTemplate, float]
+        ] = {}
 
     # -- templates ------------------------------------------------------------------------------
 
@@ -83,6 +88,7 @@ class Commands:
                 description=defn.description,
             )
             if stored is not None:
+                self._templates.pop((defn.namespace, defn.name, ""), None)
                 return stored, True
             existing = await template_store.find_template(
                 s, defn.namespace, defn.name, defn.version
@@ -102,8 +108,16 @@ class Commands:
     async def get_template(
         self, namespace: str, name: str, version: str | None
     ) -> template_store.StoredTemplate:
+        # Versions are immutable: cache them. "Latest" is cached briefly (and dropped when this
+        # replica registers a version), since another replica may register a newer one.
+        key = (namespace, name, version or "")
+        hit = self._templates.get(key)
+        if hit is not None and (version or hit[1] > time.monotonic()):
+            return hit[0]
         async with self.db.session(read_only=True) as s:
             stored = await template_store.find_template(s, namespace, name, version or None)
+        if stored is not None:
+            self._templates[key] = (stored, time.monotonic() + LATEST_TEMPLATE_TTL_SECONDS)
         if stored is None:
             ident = f"{namespace}/{name}" + (f"@{version}" if version else "")
             raise errors.NotFound("template", ident, reason="TEMPLATE_NOT_FOUND")
@@ -171,12 +185,6 @@ class Commands:
                 ],
                 reason="INVALID_CONTEXT",
             )
-        if idempotency_key:
-            async with self.db.session(read_only=True) as s:
-                existing = await task_store.find_by_idempotency_key(s, namespace, idempotency_key)
-            if existing is not None:
-                return await self.get_task(existing.id), False
-
         sequence = defn.sequence_numbers()
         steps = [
             task_store.NewStep(
@@ -218,21 +226,23 @@ class Commands:
         )
         async with self.db.session() as s:
             journal = Journal()
-            task_id = await task_store.insert_task(s, journal, new)
-            if task_id is None:
+            existing = None
+            if idempotency_key:
                 existing = await task_store.find_by_idempotency_key(s, namespace, idempotency_key)
+            detail = None if existing else await task_store.insert_task(s, journal, new)
+            if detail is None:
+                # The key is taken (before us, or by a concurrent insert that won the race).
+                existing = existing or await task_store.find_by_idempotency_key(
+                    s, namespace, idempotency_key
+                )
                 if existing is None:
                     raise errors.Aborted("task creation conflicted; retry")
-                task_id, created = existing.id, False
-            else:
-                await journal.flush(s)
-                created = True
-            # Read back inside the same transaction: no second round of connection checkout.
-            detail = await task_store.load_task_detail(s, task_id)
-        assert detail is not None
-        if created:
-            self.engine.wake(admit=True)
-        return detail, created
+                detail = await task_store.load_task_detail(s, existing.id)
+                assert detail is not None
+                return detail, False
+            await journal.flush(s)
+        self.engine.wake(admit=True)
+        return detail, True
 
     async def get_task(self, task_id: int) -> task_store.TaskDetail:
         async with self.db.session(read_only=True) as s:
@@ -295,8 +305,11 @@ class Commands:
             journal.event(
                 "namespace.updated",
                 namespace=namespace,
-                metadata={"actor": actor, "reason": reason,
-                          "max_parallel_tasks": max_parallel_tasks},
+                metadata={
+                    "actor": actor,
+                    "reason": reason,
+                    "max_parallel_tasks": max_parallel_tasks,
+                },
             )
             await journal.flush(s)
             await s.flush()

@@ -51,6 +51,7 @@ __all__ = ["Cancellation", "Engine"]
 log = logging.getLogger(__name__)
 
 _BATCH = 512
+ACK_COALESCE_SECONDS = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class Engine:
         self._lease_owner: dict[str, WorkerSession] = {}
         self._listener = ChangeListener(db, self._changed_elsewhere)
         self._subscribers: list[Callable[[list[dict[str, Any]]], None]] = []
+        self._ack_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -98,6 +100,10 @@ class Engine:
         if admit:
             self._admit = True
         self._dispatch_needed = True
+        self._wake.set()
+
+    def _flush_acks(self) -> None:
+        self._ack_timer = None
         self._wake.set()
 
     def _changed_elsewhere(self) -> None:
@@ -184,7 +190,14 @@ class Engine:
             return
         lease.acked = True
         lease.last_heartbeat = time.monotonic()
-        self._enqueue("ack", (lease_id, session.worker_id), None)
+        # Acknowledgements do not wake the engine by themselves: the result of a short handler
+        # usually follows within milliseconds and both then go into one transaction. A timer
+        # bounds how late a long handler's ack (and its step.started event) is written.
+        self._ops.put_nowait(("ack", (lease_id, session.worker_id), None))
+        if self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(
+                ACK_COALESCE_SECONDS, self._flush_acks
+            )
 
     def adopt_lease(self, session: WorkerSession, lease_id: str) -> None:
         self._lease_owner[lease_id] = session
@@ -221,6 +234,12 @@ class Engine:
                 )
             out.update({lease_id: lease_id in live for lease_id in rest})
         return out
+
+    @property
+    def lease_ttl_seconds(self) -> float:
+        """How long an acknowledged lease lives without a heartbeat."""
+        s = self.settings
+        return s.heartbeat_interval_seconds * 3 + s.lease_grace_seconds
 
     def heartbeat(self, session: WorkerSession | None, lease_ids: list[str]) -> dict[str, bool]:
         now = time.monotonic()
@@ -260,12 +279,14 @@ class Engine:
 
     async def _tick_loop(self) -> None:
         while True:
-            if self._ops.empty() and not self._dispatch_needed:
+            if not self._dispatch_needed:
                 await self._wake.wait()
             self._wake.clear()
             batch: list[tuple[str, Any, asyncio.Future[Any] | None]] = []
             while len(batch) < _BATCH and not self._ops.empty():
                 batch.append(self._ops.get_nowait())
+            if not self._ops.empty():
+                self._wake.set()
             try:
                 await self._tick(batch)
             except asyncio.CancelledError:
@@ -288,6 +309,8 @@ class Engine:
         outcomes = [payload for kind, payload, _ in batch if kind == "outcome"]
         dispatch, self._dispatch_needed = self._dispatch_needed, False
         admit, self._admit = self._admit, False
+        if not batch and not dispatch and not admit:
+            return  # e.g. the ack timer fired after its acks already went out with a result
         claims: list[tuple[WorkerSession, list[ClaimedStep], int]] = []
         result = None
         async with self.db.session() as s:
@@ -362,7 +385,7 @@ class Engine:
     async def _sweep_once(self) -> None:
         now = time.monotonic()
         ack_timeout = self.settings.ack_timeout_seconds
-        lease_ttl = self.settings.heartbeat_interval_seconds * 3 + self.settings.lease_grace_seconds
+        lease_ttl = self.lease_ttl_seconds
         for session in list(self.sessions.values()):
             if now - session.last_seen > self.settings.keepalive_timeout_seconds:
                 log.warning("worker %s silent; closing its stream", session.worker_id)

@@ -98,6 +98,7 @@ class Database:
         # Identifies this process in change notifications (PostgreSQL NOTIFY) so that a replica
         # does not wake itself for its own commits.
         self.origin = ""
+        self._write_gate = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         read_only: dict[str, Any] = {_READ_ONLY: True}
         if engine.dialect.name == "postgresql":
@@ -164,7 +165,14 @@ class Database:
         session may fail with "database is locked" under contention.
         """
         factory = self._read_only_sessions if read_only else self._sessions
+        # SQLite has one writer. Queue writers in-process (fair, no busy polling) instead of
+        # letting them spin in busy_timeout and time out under load; readers (WAL) go straight.
+        gate = self._write_gate if self._write_gate is not None and not read_only else None
+        held = False
         try:
+            if gate is not None:
+                await gate.acquire()
+                held = True
             async with factory() as session, session.begin():
                 session.info["origin"] = self.origin
                 yield session
@@ -176,6 +184,9 @@ class Database:
                     "the database is unavailable", reason="DATABASE_UNAVAILABLE"
                 ) from exc
             raise
+        finally:
+            if held and gate is not None:
+                gate.release()
 
     async def ping(self, timeout_seconds: float = 2.0) -> bool:
         """``SELECT 1`` within ``timeout_seconds``. Never raises: any failure is ``False``."""

@@ -94,23 +94,28 @@ class Journal:
             row["create_time"] = stamp
         for row in self.events:
             row["create_time"] = stamp
-        if (self.transitions or self.events) and dialect_name(session) == "postgresql":
-            # Other replicas LISTEN on this channel (engine/listener.py); NOTIFY is delivered at
-            # COMMIT only, so a woken replica always sees the change.
-            await session.execute(
-                text("SELECT pg_notify(:channel, :origin)"),
-                {"channel": NOTIFY_CHANNEL, "origin": session.info.get("origin", "")},
-            )
+        postgres = dialect_name(session) == "postgresql"
+        # Other replicas LISTEN on this channel (engine/listener.py); NOTIFY is delivered at
+        # COMMIT only, so a woken replica always sees the change.
+        notice = {"channel": NOTIFY_CHANNEL, "origin": session.info.get("origin", "")}
+        notified = False
+        changed = bool(self.transitions)
         if self.transitions:
             await session.execute(insert(Transition), self.transitions)
             self.transitions = []
         if self.events:
-            if dialect_name(session) == "postgresql":
+            if postgres:
                 # Sequence numbers are taken at INSERT but become visible at COMMIT; two writers
                 # could commit out of order and a reader resuming "after N" would skip the late
                 # one. Holding this lock from the event INSERT to COMMIT makes sequence order equal
                 # commit order: streams are gap-free. (SQLite's single writer already is.)
-                await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK})
+                await session.execute(
+                    text("SELECT pg_advisory_xact_lock(:k), pg_notify(:channel, :origin)"),
+                    {"k": _EVENT_LOCK, **notice},
+                )
+                notified = True
             await session.execute(insert(Event), self.events)
             self.written += self.events
             self.events = []
+        if postgres and changed and not notified:
+            await session.execute(text("SELECT pg_notify(:channel, :origin)"), notice)

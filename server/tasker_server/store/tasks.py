@@ -77,17 +77,18 @@ async def find_by_idempotency_key(session: AsyncSession, namespace: str, key: st
     return (await session.execute(query)).scalars().first()
 
 
-async def insert_task(session: AsyncSession, journal: Journal, new: NewTask) -> int | None:
-    """Writes the task, its steps and edges; None if the idempotency key was taken meanwhile.
+async def insert_task(session: AsyncSession, journal: Journal, new: NewTask) -> TaskDetail | None:
+    """Writes the task, its steps and edges; None if the idempotency key is already taken.
 
     Three statements whatever the DAG's size: one task INSERT, one multi-row step INSERT with
     RETURNING, one multi-row edge INSERT. ``pending_parents`` starts at the number of
-    dependencies, so roots are ready as soon as the task is admitted.
+    dependencies, so roots are ready as soon as the task is admitted. The returned detail is built
+    from the rows written (no read back).
     """
     now = journal.now
     try:
         async with session.begin_nested():
-            task_id = (
+            task = (
                 await session.execute(
                     insert(Task)
                     .values(
@@ -112,7 +113,7 @@ async def insert_task(session: AsyncSession, journal: Journal, new: NewTask) -> 
                         create_time=now,
                         update_time=now,
                     )
-                    .returning(Task.id)
+                    .returning(Task)
                 )
             ).scalar_one()
     except IntegrityError:
@@ -120,7 +121,7 @@ async def insert_task(session: AsyncSession, journal: Journal, new: NewTask) -> 
 
     rows = [
         {
-            "task_id": task_id,
+            "task_id": task.id,
             "name": s.name,
             "handler": s.handler,
             "position": s.position,
@@ -141,19 +142,26 @@ async def insert_task(session: AsyncSession, journal: Journal, new: NewTask) -> 
         }
         for s in new.steps
     ]
-    result = await session.execute(
-        insert(Step).returning(Step.id, Step.name, sort_by_parameter_order=True), rows
+    steps = list(
+        (
+            await session.execute(insert(Step).returning(Step, sort_by_parameter_order=True), rows)
+        ).scalars()
     )
-    ids = {name: step_id for step_id, name in result.all()}
+    ids = {step.name: step.id for step in steps}
     edges = [
-        {"task_id": task_id, "parent_id": ids[parent], "child_id": ids[s.name]}
+        {"task_id": task.id, "parent_id": ids[parent], "child_id": ids[s.name]}
         for s in new.steps
         for parent in s.depends_on
     ]
     if edges:
         await session.execute(insert(StepEdge), edges)
-    journal.transition(task_id=task_id, from_state=None, to_state=TaskState.PENDING, event="create")
-    return task_id
+    journal.transition(task_id=task.id, from_state=None, to_state=TaskState.PENDING, event="create")
+    return TaskDetail(
+        task=task,
+        steps=steps,
+        parents={ids[s.name]: list(s.depends_on) for s in new.steps if s.depends_on},
+        transitions=[Transition(**journal.transitions[-1])],
+    )
 
 
 async def load_task(
