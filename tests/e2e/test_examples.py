@@ -44,4 +44,4 @@ def test_templates_dir_is_registered_at_startup(tmp_path: Path) -> None:
     finally:
         proc.stop()
     assert reply.template.version == "1.0.0"
-    assert [s.name for s in reply.template.steps][0] == "validate_order"
+    assert reply.template.steps[0].name == "validate_order"

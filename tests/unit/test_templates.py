@@ -305,7 +305,8 @@ def test_validate_input() -> None:
     d = parse_template(VALID)
     assert validate_input(d, {"order_id": 1}) == []
     assert [v.field for v in validate_input(d, {"order_id": "x"})] == ["input.order_id"]
-    assert [v.field for v in validate_input(d, {})] == ["input"]
+    # A missing required property is named by its own path, not its parent object.
+    assert [v.field for v in validate_input(d, {})] == ["input.order_id"]
     assert validate_input(parse_template(MINIMAL), "anything") == []
 
 
