@@ -20,9 +20,31 @@ from tasker import Client, Task
 
 from .scenarios import Scenario, step_state
 
-__all__ = ["PYTHON_WORKER", "WorkerProcess", "wait_for_scenario_task", "wait_until"]
+__all__ = [
+    "LANGUAGES",
+    "PYTHON_WORKER",
+    "WorkerProcess",
+    "wait_for_scenario_task",
+    "wait_until",
+    "worker_command",
+]
 
-PYTHON_WORKER = Path(__file__).resolve().parent / "python_worker.py"
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+PYTHON_WORKER = HERE / "python_worker.py"
+
+# Every SDK ships a conformance worker with the same command line (tests/conformance/README.md).
+# The Node worker imports the built package (sdk-node/dist: `npm run build`, done by make test).
+WORKER_COMMANDS: dict[str, list[str]] = {
+    "python": [sys.executable, str(PYTHON_WORKER)],
+    "node": ["node", str(HERE / "node_worker.mjs")],
+    "ruby": ["ruby", f"-I{REPO / 'sdk-ruby' / 'lib'}", str(HERE / "ruby_worker.rb")],
+}
+LANGUAGES = tuple(WORKER_COMMANDS)
+
+
+def worker_command(language: str) -> list[str]:
+    return list(WORKER_COMMANDS[language])
 
 
 class WorkerProcess:

@@ -15,7 +15,12 @@ import asyncio
 import pytest
 
 from tasker import Client
-from tests.conformance.harness import WorkerProcess, wait_for_scenario_task
+from tests.conformance.harness import (
+    LANGUAGES,
+    WorkerProcess,
+    wait_for_scenario_task,
+    worker_command,
+)
 from tests.conformance.scenarios import Scenario, check, load_all
 from tests.support.server import RunningServer, server_env
 
@@ -39,12 +44,16 @@ def test_scenario_files_load_and_cover_every_behaviour() -> None:
     } - {"sleep"}  # sleep is exercised by tests/e2e/test_patterns.py
 
 
+@pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-async def test_scenario(server: RunningServer, scenario: Scenario) -> None:
+async def test_scenario(server: RunningServer, scenario: Scenario, language: str) -> None:
     async with await Client.connect(server.address, timeout=10) as client:
         await client.register_template(scenario.template_yaml())
         worker = await WorkerProcess(
-            server.address, env=server_env(), namespace=scenario.namespace
+            server.address,
+            env=server_env(),
+            namespace=scenario.namespace,
+            command=worker_command(language),
         ).start()
         try:
             tasks = [
