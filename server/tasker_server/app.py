@@ -42,6 +42,7 @@ from tasker_server.domain.errors import TaskerError
 from tasker_server.engine.commands import Commands
 from tasker_server.engine.engine import Engine
 from tasker_server.logs import configure_logging
+from tasker_server.observability import Metrics, configure_tracing, server_interceptors
 from tasker_server.store.db import Database
 from tasker_server.store.migrate import upgrade
 
@@ -84,6 +85,12 @@ class App:
         self._health_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
+        # -- observability (issue 5) --
+        self.metrics: Metrics | None = None
+        if settings.metrics_listen:
+            self.metrics = Metrics()
+            self.metrics.attach(self.engine)
+        # -- end observability --
 
     @classmethod
     async def start(cls, settings: Settings) -> App:
@@ -98,7 +105,8 @@ class App:
         await self.engine.start()
         await self._load_templates()
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
+            # OpenTelemetry outermost, then the task context of logs/spans, then error mapping.
+            interceptors=[*server_interceptors(self.engine), ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -134,6 +142,8 @@ class App:
         else:
             self.port = self.server.add_insecure_port(s.listen)
         await self.server.start()
+        if self.metrics is not None:  # observability (issue 5)
+            self.metrics.start(s.metrics_listen)
         await self._check_health()
         self._health_task = asyncio.create_task(self._health_loop(), name="tasker-health")
         log.info(
@@ -143,6 +153,7 @@ class App:
                 "port": self.port,
                 "database": self.db.display_url,
                 "server_id": s.server_id,
+                "metrics_port": self.metrics.port if self.metrics else None,
             },
         )
 
@@ -193,6 +204,8 @@ class App:
             await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        if self.metrics is not None:  # observability (issue 5)
+            await self.metrics.stop()
         await self.engine.stop()
         await self.db.dispose()
         self._stopped.set()
@@ -203,6 +216,7 @@ class App:
 
 async def serve(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
+    configure_tracing()  # observability (issue 5): OTEL_* exporters, no-op without them
     try:
         app = await App.start(settings)
     except TaskerError as exc:

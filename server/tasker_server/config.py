@@ -74,6 +74,11 @@ def _parse_listen(raw: object) -> str:
     return text
 
 
+def _parse_optional_listen(raw: object) -> str:
+    text = _parse_str(raw).strip()
+    return _parse_listen(text) if text else ""
+
+
 def _parse_choice(*choices: str) -> Callable[[object], str]:
     def parse(raw: object) -> str:
         text = _parse_str(raw).strip().lower()
@@ -150,6 +155,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "log_format", _parse_choice("json", "text"), "json", "Structured JSON lines or plain text."
     ),
+    # -- observability (issue 5) --
+    Setting(
+        "metrics_listen",
+        _parse_optional_listen,
+        "",
+        "Prometheus `/metrics` HTTP address HOST:PORT, e.g. `127.0.0.1:9464` (empty: off).",
+    ),
+    # -- end observability --
     Setting("server_id", _parse_str, "", "Replica id (default: host-pid-random)."),
     Setting(
         "heartbeat_interval_seconds",
@@ -187,6 +200,14 @@ SETTINGS: tuple[Setting, ...] = (
         1.0,
         "How often expired leases, due retries and deadlines are swept.",
     ),
+    # -- observability (issue 5) --
+    Setting(
+        "event_retention_seconds",
+        _positive(_parse_float),
+        7 * 24 * 3600.0,
+        "Events older than this are pruned (checked once a minute); see docs/events.md.",
+    ),
+    # -- end observability --
     Setting(
         "max_parallel_tasks",
         _positive_int,
@@ -217,6 +238,7 @@ class Settings:
     templates_dir: str
     log_level: str
     log_format: str
+    metrics_listen: str
     server_id: str
     heartbeat_interval_seconds: float
     keepalive_interval_seconds: float
@@ -224,6 +246,7 @@ class Settings:
     ack_timeout_seconds: float
     lease_grace_seconds: float
     sweep_interval_seconds: float
+    event_retention_seconds: float
     max_parallel_tasks: int
     shutdown_grace_seconds: float
     tls_cert_file: str

@@ -10,8 +10,10 @@ from sqlalchemy import select
 
 from tasker.v1 import admin_service_pb2 as pb
 from tasker.v1 import admin_service_pb2_grpc as pb_grpc
+from tasker.v1 import resources_pb2
 from tasker_server.domain import errors
 from tasker_server.engine.commands import Commands
+from tasker_server.store.breakers import load_breakers
 from tasker_server.store.models import Namespace, Worker
 
 from . import convert, validation
@@ -38,6 +40,103 @@ def _token(last: str) -> str:
 class AdminService(pb_grpc.AdminServiceServicer):
     def __init__(self, commands: Commands) -> None:
         self.commands = commands
+
+    async def _step(self, task_id: int, step_name: str) -> Any:
+        detail = await self.commands.get_task(task_id)
+        return next(
+            s for s in convert.task_message(detail.task, detail).steps if s.name == step_name
+        )
+
+    async def RetryStep(
+        self, request: pb.RetryStepRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RetryStepResponse:
+        validation.required(
+            task_id=request.task_id, step_name=request.step_name, actor=request.actor
+        )
+        task_id = validation.task_id(request.task_id)
+        await self.commands.retry_step(task_id, request.step_name, request.actor, request.reason)
+        return pb.RetryStepResponse(step=await self._step(task_id, request.step_name))
+
+    async def ResolveStepManually(
+        self, request: pb.ResolveStepManuallyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ResolveStepManuallyResponse:
+        validation.required(
+            task_id=request.task_id, step_name=request.step_name, actor=request.actor
+        )
+        task_id = validation.task_id(request.task_id)
+        await self.commands.satisfy_step(
+            task_id,
+            request.step_name,
+            complete=False,
+            result=convert.to_dict(request.result),
+            actor=request.actor,
+            reason=request.reason,
+        )
+        return pb.ResolveStepManuallyResponse(step=await self._step(task_id, request.step_name))
+
+    async def CompleteStepManually(
+        self, request: pb.CompleteStepManuallyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CompleteStepManuallyResponse:
+        validation.required(
+            task_id=request.task_id, step_name=request.step_name, actor=request.actor
+        )
+        task_id = validation.task_id(request.task_id)
+        await self.commands.satisfy_step(
+            task_id,
+            request.step_name,
+            complete=True,
+            result=convert.to_dict(request.result),
+            actor=request.actor,
+            reason=request.reason,
+        )
+        return pb.CompleteStepManuallyResponse(step=await self._step(task_id, request.step_name))
+
+    async def ResolveTaskManually(
+        self, request: pb.ResolveTaskManuallyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ResolveTaskManuallyResponse:
+        validation.required(task_id=request.task_id, actor=request.actor)
+        task_id = validation.task_id(request.task_id)
+        await self.commands.resolve_task(task_id, request.actor, request.reason)
+        detail = await self.commands.get_task(task_id)
+        return pb.ResolveTaskManuallyResponse(task=convert.task_message(detail.task, detail))
+
+    async def GetCircuitBreakers(
+        self, request: pb.GetCircuitBreakersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetCircuitBreakersResponse:
+        engine = self.commands.engine
+        async with self.commands.db.session(read_only=True) as s:
+            rows = {r.key: r for r in await load_breakers(s, keys=list(request.keys) or None)}
+        known = set(engine.breakers.known_keys()) | set(rows)
+        keys = sorted(set(request.keys) & known if request.keys else known)
+        out = []
+        for key in keys:
+            conf = engine.breakers.settings(key)
+            row = rows.get(key)
+            live = key in engine.breakers.known_keys()
+            state = engine.breakers.state(key) if live else (row.state if row else "closed")
+            opened = engine.breakers.opened_at(key) or (row.opened_time if row else None)
+            out.append(
+                resources_pb2.CircuitBreaker(
+                    key=key,
+                    state=convert.breaker_state(state),
+                    failure_count=engine.breakers.failure_count(key),
+                    failure_threshold=conf.failure_threshold,
+                    reset_timeout=convert.duration(conf.reset_timeout_seconds),
+                    opened_time=convert.ts(opened) if state != "closed" else None,
+                    update_time=convert.ts(row.update_time) if row else None,
+                )
+            )
+        return pb.GetCircuitBreakersResponse(circuit_breakers=out)
+
+    async def ResetCircuitBreaker(
+        self, request: pb.ResetCircuitBreakerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ResetCircuitBreakerResponse:
+        validation.required(key=request.key, actor=request.actor)
+        await self.commands.engine.reset_breaker(request.key, request.actor, request.reason)
+        reply = await self.GetCircuitBreakers(
+            pb.GetCircuitBreakersRequest(keys=[request.key]), context
+        )
+        return pb.ResetCircuitBreakerResponse(circuit_breaker=reply.circuit_breakers[0])
 
     async def ListWorkers(
         self, request: pb.ListWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]

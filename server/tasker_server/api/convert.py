@@ -75,6 +75,10 @@ def error_class_name(value: int) -> str:
     return "delayed" if name == "unspecified" else name
 
 
+def breaker_state(value: str) -> Any:
+    return pb.CircuitBreakerState.Value(f"CIRCUIT_BREAKER_STATE_{value.upper()}")
+
+
 def task_state_name(value: int) -> str:
     return str(pb.TaskState.Name(value)).removeprefix("TASK_STATE_").lower()
 
@@ -247,6 +251,7 @@ def assignment(c: ClaimedStep) -> pb.ExecutionContext:
             attempt=c.attempt,
             max_attempts=c.max_attempts,
             timeout=duration(c.timeout_seconds),
+            is_fallback=c.is_fallback,
         ),
     )
     for dep in c.dependencies:

@@ -20,6 +20,7 @@ from tasker_server.store import tasks as task_store
 from tasker_server.store.models import Event
 
 from . import convert, validation
+from .event_service import check_retention
 
 __all__ = ["TaskService"]
 
@@ -126,6 +127,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         task_id = validation.task_id(request.task_id)
         detail = await self.commands.get_task(task_id)
         after = request.after_sequence
+        await check_retention(self.commands.db, after, context)  # observability (issue 5)
         # A task already finished before the call: replay what is left, then end.
         finished = detail.task.state in _TERMINAL_STATES
         while True:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from tasker_server.domain import errors
-from tasker_server.domain.states import TaskState, check_task_transition
+from tasker_server.domain.states import StepState, TaskState, check_task_transition
 from tasker_server.domain.templates import (
     TemplateDefinition,
     content_hash,
@@ -23,8 +23,11 @@ from tasker_server.domain.templates import (
     validate_input,
     version_key,
 )
+from tasker_server.store import admin as admin_store
+from tasker_server.store import breakers as breaker_store
 from tasker_server.store import tasks as task_store
 from tasker_server.store import templates as template_store
+from tasker_server.store.db import Session
 from tasker_server.store.journal import Journal
 from tasker_server.store.models import Namespace, Task
 
@@ -89,6 +92,7 @@ class Commands:
             )
             if stored is not None:
                 self._templates.pop((defn.namespace, defn.name, ""), None)
+                await self._configure_breakers(s, defn)
                 return stored, True
             existing = await template_store.find_template(
                 s, defn.namespace, defn.name, defn.version
@@ -104,6 +108,32 @@ class Commands:
                 reason="TEMPLATE_VERSION_EXISTS",
             )
         return existing, False
+
+    async def _configure_breakers(self, s: Session, defn: TemplateDefinition) -> None:
+        """Thresholds named in a template apply to its breaker keys (shared by replicas)."""
+        journal = Journal()
+        for step in defn.steps:
+            if (
+                step.breaker_failure_threshold is None
+                and step.breaker_reset_timeout_seconds is None
+            ):
+                continue
+            key = step.breaker_key or step.handler_class
+            current = self.engine.breakers.settings(key)
+            threshold = step.breaker_failure_threshold or current.failure_threshold
+            reset = step.breaker_reset_timeout_seconds or current.reset_timeout_seconds
+            self.engine.breakers.configure(key, threshold, reset)
+            await breaker_store.save_breaker(
+                s,
+                journal,
+                key=key,
+                state="closed",
+                failure_count=0,
+                failure_threshold=threshold,
+                reset_timeout_seconds=reset,
+                opened_time=None,
+                settings_only=True,
+            )
 
     async def get_template(
         self, namespace: str, name: str, version: str | None
@@ -288,6 +318,49 @@ class Commands:
             await journal.flush(s)
         self.engine.committed(journal)
         self.engine.cancel_leases(leases, "task_cancelled")
+        self.engine.wake(admit=True)
+
+    # -- operator actions on steps and tasks -------------------------------------------------------
+
+    async def retry_step(self, task_id: int, step_name: str, actor: str, reason: str) -> None:
+        async with self.db.session() as s:
+            journal = Journal()
+            await admin_store.retry_step(s, journal, task_id, step_name, actor, reason)
+            await journal.flush(s)
+        self.engine.committed(journal)
+        self.engine.wake(admit=True)
+
+    async def satisfy_step(
+        self,
+        task_id: int,
+        step_name: str,
+        *,
+        complete: bool,
+        result: dict[str, Any],
+        actor: str,
+        reason: str,
+    ) -> None:
+        if payload_size(result) > MAX_PAYLOAD_BYTES:
+            raise errors.ResourceExhausted("result is over 1 MiB serialized")
+        to_state = StepState.COMPLETE if complete else StepState.RESOLVED_MANUALLY
+        async with self.db.session() as s:
+            journal = Journal()
+            _, _, lease = await admin_store.complete_or_resolve_step(
+                s, journal, task_id, step_name, to_state, result, actor, reason
+            )
+            await journal.flush(s)
+        self.engine.committed(journal)
+        if lease:
+            self.engine.cancel_leases([lease], "resolved_manually")
+        self.engine.wake(admit=True)
+
+    async def resolve_task(self, task_id: int, actor: str, reason: str) -> None:
+        async with self.db.session() as s:
+            journal = Journal()
+            _, leases = await admin_store.resolve_task(s, journal, task_id, actor, reason)
+            await journal.flush(s)
+        self.engine.committed(journal)
+        self.engine.cancel_leases(leases, "task_resolved_manually")
         self.engine.wake(admit=True)
 
     # -- namespaces -----------------------------------------------------------------------------

@@ -21,37 +21,55 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
 from tasker_server.config import Settings
-from tasker_server.domain.states import StepState
-from tasker_server.store.db import Database
+from tasker_server.domain.errors import NotFound
+from tasker_server.domain.retry import BackoffFactors
+from tasker_server.store.breakers import load_breakers, save_breaker
+from tasker_server.store.db import Database, Session
 from tasker_server.store.dispatch import (
     ClaimedStep,
     admit_tasks,
     claim_steps,
     expired_leases,
+    ready_depth,
     start_leases,
 )
+from tasker_server.store.events import prune_events
 from tasker_server.store.journal import Journal
-from tasker_server.store.models import Namespace, Step, Worker
-from tasker_server.store.outcomes import Outcome, OutcomeKind, Verdict, apply_outcomes
+from tasker_server.store.models import Step, Task
+from tasker_server.store.outcomes import (
+    BatchResult,
+    Outcome,
+    OutcomeKind,
+    Verdict,
+    apply_outcomes,
+)
 from tasker_server.store.tasks import fail_overdue_tasks, has_overdue_tasks
 from tasker_server.store.types import utcnow
+from tasker_server.store.workers import (
+    known_namespaces,
+    live_leases,
+    touch_workers,
+    upsert_worker,
+)
 
+from .breakers import Breakers
 from .listener import ChangeListener
 from .sessions import Lease, WorkerSession
+from .stats import HandlerStats
 
 __all__ = ["Cancellation", "Engine"]
 
 log = logging.getLogger(__name__)
 
 _BATCH = 512
+DEPTH_INTERVAL_SECONDS = 5.0
+_BREAKER_EVENTS = {"open": "opened", "half_open": "half_opened", "closed": "closed"}
 ACK_COALESCE_SECONDS = 0.02
+PRUNE_INTERVAL_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +89,28 @@ class Engine:
         self._ops: asyncio.Queue[tuple[str, Any, asyncio.Future[Any] | None]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
+        self.breakers = Breakers()
+        self._handler_stats = HandlerStats()
+        # Ready steps per namespace, refreshed by the sweep: the "system load" backoff input.
+        self.ready_depth: dict[str, int] = {}
+        self._breakers_seen: datetime | None = None
+        self._next_depth = 0.0
         self._events_signal = asyncio.Event()
         self._lease_owner: dict[str, WorkerSession] = {}
         self._listener = ChangeListener(db, self._changed_elsewhere)
         self._subscribers: list[Callable[[list[dict[str, Any]]], None]] = []
         self._ack_timer: asyncio.TimerHandle | None = None
+        # -- observability (issue 5): tick timing hook and event-retention throttle --
+        self.tick_observers: list[Callable[[float, bool], None]] = []
+        self._next_prune = 0.0
+        # -- end observability --
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.db.origin = self.settings.server_id
+        await self.load_breakers()
+        self._breakers_seen = utcnow()
         self._listener.start()
         for name, loop in (("tick", self._tick_loop), ("sweep", self._sweep_loop)):
             self._tasks.append(asyncio.create_task(loop(), name=f"tasker-{name}"))
@@ -178,11 +208,7 @@ class Engine:
             "state": state,
         }
         async with self.db.session() as s:
-            ins = (pg_insert if self.db.dialect == "postgresql" else sqlite_insert)(Worker)
-            changes = {k: v for k, v in values.items() if k != "id"}
-            await s.execute(
-                ins.values(**values).on_conflict_do_update(index_elements=[Worker.id], set_=changes)
-            )
+            await upsert_worker(s, values)
 
     def ack(self, session: WorkerSession, lease_id: str) -> None:
         lease = session.leases.get(lease_id)
@@ -204,11 +230,7 @@ class Engine:
 
     async def unknown_namespaces(self, namespaces: list[str]) -> list[str]:
         async with self.db.session(read_only=True) as s:
-            known = set(
-                (await s.execute(select(Namespace.name).where(Namespace.name.in_(namespaces))))
-                .scalars()
-                .all()
-            )
+            known = await known_namespaces(s, namespaces)
         return [ns for ns in namespaces if ns not in known]
 
     async def heartbeat_anywhere(self, lease_ids: list[str]) -> dict[str, bool]:
@@ -218,20 +240,7 @@ class Engine:
         rest = [lease_id for lease_id, ok in out.items() if not ok]
         if rest:
             async with self.db.session(read_only=True) as s:
-                live = set(
-                    (
-                        await s.execute(
-                            select(Step.lease_id).where(
-                                Step.lease_id.in_(rest),
-                                Step.state.in_(
-                                    [StepState.ENQUEUED.value, StepState.IN_PROGRESS.value]
-                                ),
-                            )
-                        )
-                    )
-                    .scalars()
-                    .all()
-                )
+                live = await live_leases(s, rest)
             out.update({lease_id: lease_id in live for lease_id in rest})
         return out
 
@@ -287,11 +296,14 @@ class Engine:
                 batch.append(self._ops.get_nowait())
             if not self._ops.empty():
                 self._wake.set()
+            started = time.perf_counter()  # observability (issue 5)
             try:
                 await self._tick(batch)
+                self._observe_tick(time.perf_counter() - started, failed=False)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._observe_tick(time.perf_counter() - started, failed=True)
                 log.exception("engine tick failed (%d operations); retrying", len(batch))
                 for _, _, future in batch:
                     if future is not None and not future.done():
@@ -317,29 +329,16 @@ class Engine:
             journal = Journal()
             await start_leases(s, journal, acks)
             if outcomes:
-                result = await apply_outcomes(s, journal, outcomes, self._rng)
+                result = await apply_outcomes(s, journal, outcomes, self._rng, self._factors)
                 dispatch = dispatch or result.wake
                 admit = admit or bool(result.finished_tasks)
+                self._feed(result, outcomes)
             if admit:
                 await admit_tasks(s, journal, self.settings.max_parallel_tasks)
                 dispatch = True
             if dispatch:
-                extra = self.settings.ack_timeout_seconds + self.settings.lease_grace_seconds
-                for session in list(self.sessions.values()):
-                    free = min(session.free, _BATCH)
-                    if free <= 0:
-                        continue
-                    claimed = await claim_steps(
-                        s,
-                        journal,
-                        namespaces=session.namespaces,
-                        handlers=session.handlers,
-                        limit=free,
-                        worker_id=session.worker_id,
-                        lease_extra_seconds=extra,
-                    )
-                    if claimed:
-                        claims.append((session, claimed, free))
+                claims = await self._claim_all(s, journal)
+            await self._save_breaker_changes(s, journal)
             await journal.flush(s)
         self.committed(journal)
         for session, claimed, asked in claims:
@@ -356,6 +355,154 @@ class Engine:
                     continue
                 answers = by_lease.get(payload.lease_id) or [Verdict(payload.lease_id, False)]
                 future.set_result(answers.pop(0) if len(answers) > 1 else answers[0])
+
+    # -- observability (issue 5) --
+    def _observe_tick(self, seconds: float, *, failed: bool) -> None:
+        for observer in self.tick_observers:
+            with contextlib.suppress(Exception):
+                observer(seconds, failed)
+
+    async def _prune_events(self) -> None:
+        """Deletes events past ``event_retention_seconds``, at most once a minute."""
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+        cutoff = utcnow() - timedelta(seconds=self.settings.event_retention_seconds)
+        for _ in range(20):  # bounded work per sweep; a backlog continues next time
+            async with self.db.session() as s:
+                journal = Journal()
+                deleted = await prune_events(s, journal, cutoff)
+                await journal.flush(s)
+            self.committed(journal)
+            if not deleted:
+                return
+
+    # -- end observability --
+
+    async def _claim_all(
+        self, s: Session, journal: Journal
+    ) -> list[tuple[WorkerSession, list[ClaimedStep], int]]:
+        """Claims for every session with free capacity; open breakers' keys are held back, and a
+        half-open breaker lets exactly one trial step through."""
+        extra = self.settings.ack_timeout_seconds + self.settings.lease_grace_seconds
+        blocked, trials = self.breakers.blocked_keys(journal.now)
+        claims: list[tuple[WorkerSession, list[ClaimedStep], int]] = []
+        for session in list(self.sessions.values()):
+            free = min(session.free, _BATCH)
+            if free <= 0:
+                continue
+            claimed: list[ClaimedStep] = []
+            for key in list(trials):
+                trial = await claim_steps(
+                    s,
+                    journal,
+                    namespaces=session.namespaces,
+                    handlers=session.handlers,
+                    limit=1,
+                    worker_id=session.worker_id,
+                    lease_extra_seconds=extra,
+                    only_breaker_key=key,
+                )
+                if trial:
+                    self.breakers.trial_started(key, trial[0].lease_id)
+                    trials.remove(key)
+                    claimed += trial
+            if free - len(claimed) > 0:
+                claimed += await claim_steps(
+                    s,
+                    journal,
+                    namespaces=session.namespaces,
+                    handlers=session.handlers,
+                    limit=free - len(claimed),
+                    worker_id=session.worker_id,
+                    lease_extra_seconds=extra,
+                    open_breakers=blocked,
+                )
+            if claimed:
+                claims.append((session, claimed, free))
+        return claims
+
+    def _factors(self, step: Step, task: Task) -> BackoffFactors:
+        """The backoff context of a failing step (see domain/retry.py for how each counts)."""
+        to_deadline = None
+        if task.deadline is not None:
+            to_deadline = max(0.0, (task.deadline - utcnow()).total_seconds())
+        return BackoffFactors(
+            queue_depth=self.ready_depth.get(step.namespace, 0),
+            breaker_open=self.breakers.state(step.breaker_key) != "closed",
+            handler_success_rate=self._handler_stats.rate(step.handler),
+            priority=task.priority,
+            seconds_to_deadline=to_deadline,
+        )
+
+    def _feed(self, result: BatchResult, outcomes: list[Outcome]) -> None:
+        for key, success, lease_id in result.breaker_feed:
+            self.breakers.record(key, success, lease_id)
+        for handler, success in result.handler_feed:
+            self._handler_stats.add(handler, success)
+        for o in outcomes:
+            if o.kind is OutcomeKind.RELEASE:
+                self.breakers.trial_ended(o.lease_id)
+
+    async def _save_breaker_changes(self, s: Session, journal: Journal) -> None:
+        for change in self.breakers.take_changes():
+            conf = self.breakers.settings(change.key)
+            await save_breaker(
+                s,
+                journal,
+                key=change.key,
+                state=change.new,
+                failure_count=self.breakers.failure_count(change.key),
+                failure_threshold=conf.failure_threshold,
+                reset_timeout_seconds=conf.reset_timeout_seconds,
+                opened_time=self.breakers.opened_at(change.key),
+                event=f"circuit_breaker.{_BREAKER_EVENTS[change.new]}",
+                metadata={"from": change.old, "to": change.new},
+            )
+
+    async def _refresh_shared_state(self) -> None:
+        """Other replicas' breaker changes, and the ready-queue depth used by the backoff rule."""
+        seen = utcnow()
+        since = self._breakers_seen - timedelta(seconds=1) if self._breakers_seen else None
+        await self.load_breakers(since)
+        self._breakers_seen = seen
+        if time.monotonic() >= self._next_depth:
+            self._next_depth = time.monotonic() + DEPTH_INTERVAL_SECONDS
+            async with self.db.session(read_only=True) as s:
+                self.ready_depth = await ready_depth(s)
+
+    async def reset_breaker(self, key: str, actor: str, reason: str) -> None:
+        async with self.db.session() as s:
+            known = await load_breakers(s, keys=[key])
+            if not known and key not in self.breakers.known_keys():
+                raise NotFound("circuit breaker", key, reason="CIRCUIT_BREAKER_NOT_FOUND")
+            journal = Journal()
+            self.breakers.reset(key)
+            self.breakers.take_changes()  # recorded below with the operator's actor and reason
+            conf = self.breakers.settings(key)
+            await save_breaker(
+                s,
+                journal,
+                key=key,
+                state="closed",
+                failure_count=0,
+                failure_threshold=conf.failure_threshold,
+                reset_timeout_seconds=conf.reset_timeout_seconds,
+                opened_time=None,
+                event="circuit_breaker.closed",
+                metadata={"actor": actor, "reason": reason, "manual": True},
+            )
+            await journal.flush(s)
+        self.committed(journal)
+        self.wake()
+
+    async def load_breakers(self, since: datetime | None = None) -> None:
+        """Applies breaker rows (startup, and other replicas' changes on each sweep)."""
+        async with self.db.session(read_only=True) as s:
+            rows = await load_breakers(s, since)
+        for row in rows:
+            self.breakers.configure(row.key, row.failure_threshold, row.reset_timeout_seconds)
+            self.breakers.apply(row.key, row.state, row.opened_time)
 
     def _hand_out(self, session: WorkerSession, claimed: list[ClaimedStep]) -> None:
         now = time.monotonic()
@@ -422,6 +569,8 @@ class Engine:
         for lease_id in expired:
             if lease_id not in self._lease_owner:
                 self._submit(Outcome(lease_id, OutcomeKind.EXPIRE, message="lease deadline passed"))
+        await self._prune_events()  # observability (issue 5): event retention
+        await self._refresh_shared_state()
         # Retries whose backoff elapsed become claimable without any write: just look again.
         self.wake()
 
@@ -430,9 +579,4 @@ class Engine:
         if not ids:
             return
         async with self.db.session() as s:
-            await s.execute(
-                update(Worker)
-                .where(Worker.id.in_(ids))
-                .values(last_seen_time=utcnow())
-                .execution_options(synchronize_session=False)
-            )
+            await touch_workers(s, ids, utcnow())

@@ -42,7 +42,10 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from tasker_server.domain.errors import Unavailable
 
-__all__ = ["DEFAULT_URL", "Database", "normalize_url"]
+__all__ = ["DEFAULT_URL", "Database", "Session", "normalize_url"]
+
+# The unit-of-work type the engine passes back into store functions.
+Session = AsyncSession
 
 log = logging.getLogger(__name__)
 

@@ -66,6 +66,8 @@ class ClaimedStep:
     trace_parent: str | None
     trace_state: str | None
     dependencies: tuple[DependencyRow, ...]
+    is_fallback: bool = False
+    breaker_key: str = ""
 
 
 async def admit_tasks(session: AsyncSession, journal: Journal, server_cap: int) -> int:
@@ -159,6 +161,7 @@ async def claim_steps(
     worker_id: str,
     lease_extra_seconds: float,
     open_breakers: list[str] | None = None,
+    only_breaker_key: str | None = None,
 ) -> list[ClaimedStep]:
     """Leases up to ``limit`` ready steps that this worker can run; highest priority first."""
     if limit <= 0 or not namespaces or not handlers:
@@ -191,6 +194,8 @@ async def claim_steps(
     )
     if open_breakers:
         query = query.where(Step.breaker_key.not_in(open_breakers))
+    if only_breaker_key is not None:
+        query = query.where(Step.breaker_key == only_breaker_key)
     if dialect_name(session) == "postgresql":
         query = query.with_for_update(of=[Step.__table__, Task.__table__], skip_locked=True)
     candidates = (await session.execute(query)).all()
@@ -295,6 +300,8 @@ async def _contexts(
                 trace_parent=task.trace_parent,
                 trace_state=task.trace_state,
                 dependencies=tuple(deps.get(step.id, ())),
+                is_fallback=step.is_fallback,
+                breaker_key=step.breaker_key,
             )
         )
     order = {step_id: i for i, step_id in enumerate(step_ids)}
@@ -369,6 +376,16 @@ async def start_leases(
             metadata={"attempt": attempt, "worker_id": holder or worker_id},
         )
     return started
+
+
+async def ready_depth(session: AsyncSession) -> dict[str, int]:
+    """Ready steps per namespace (served by the ready partial index)."""
+    rows = await session.execute(
+        select(Step.namespace, func.count())
+        .where(Step.state.in_(_READY_STATES), Step.pending_parents == 0)
+        .group_by(Step.namespace)
+    )
+    return {ns: int(n) for ns, n in rows.all()}
 
 
 async def expired_leases(session: AsyncSession, now: datetime, limit: int = 500) -> list[str]:

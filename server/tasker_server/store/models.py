@@ -171,6 +171,8 @@ class Step(Base):
     timeout_seconds: Mapped[float] = mapped_column(Float)
     config: Mapped[Any] = mapped_column(JSONDocument)
     optional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # True once the step runs its fallback handler (``handler`` then names the fallback).
+    is_fallback: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     fallback_handler: Mapped[str | None] = mapped_column(String(256))
     breaker_key: Mapped[str] = mapped_column(String(256))
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

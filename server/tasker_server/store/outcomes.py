@@ -13,7 +13,9 @@ lease is recognised as a duplicate (accepted, not recorded again); any other lea
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -29,9 +31,14 @@ from .journal import Journal
 from .models import Step, StepAttempt, StepEdge, Task
 from .types import dialect_name
 
-__all__ = ["Outcome", "OutcomeKind", "Verdict", "apply_outcomes"]
+__all__ = ["BatchResult", "Outcome", "OutcomeKind", "Verdict", "apply_outcomes"]
+
+log = logging.getLogger(__name__)
 
 _ACTIVE = [s.value for s in ACTIVE_STEP_STATES]
+# Failures that speak about the downstream's health feed its circuit breaker; business-logic and
+# permanent errors are about the request, not the dependency.
+_BREAKER_FAILURES = {ErrorClass.TRANSIENT.value, ErrorClass.DELAYED.value}
 _MAX_MESSAGE = 16 * 1024
 _MAX_BACKTRACE = 64 * 1024
 
@@ -76,10 +83,14 @@ class BatchResult:
     # True when something may have become dispatchable (steps ready, tasks finished, requeues).
     wake: bool = False
     finished_tasks: list[int] = field(default_factory=list)
+    # (circuit breaker key, success, lease) per outcome that says something about the downstream.
+    breaker_feed: list[tuple[str, bool, str]] = field(default_factory=list)
+    # (handler, success) per attempt: the handlers' recent success rates.
+    handler_feed: list[tuple[str, bool]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
-class _TaskDelta:
+class TaskDelta:
     in_flight: int = 0
     satisfied: int = 0
     failed_step: str | None = None
@@ -87,9 +98,18 @@ class _TaskDelta:
     blocked: bool = False
 
 
+FactorsFor = Callable[[Step, Task], BackoffFactors]
+
+
 async def apply_outcomes(
-    session: AsyncSession, journal: Journal, outcomes: list[Outcome], rng: random.Random
+    session: AsyncSession,
+    journal: Journal,
+    outcomes: list[Outcome],
+    rng: random.Random,
+    factors: FactorsFor | None = None,
 ) -> BatchResult:
+    """Applies a batch of outcomes; ``factors`` supplies the backoff context of a step (system
+    load, breaker state, handler success rate — known to the engine, not to the store)."""
     out = BatchResult()
     now = journal.now
     leases = list({o.lease_id for o in outcomes})
@@ -112,7 +132,7 @@ async def apply_outcomes(
     step_updates: list[dict[str, Any]] = []
     attempts: list[dict[str, Any]] = []
     satisfied_ids: list[int] = []
-    deltas: dict[int, _TaskDelta] = {}
+    deltas: dict[int, TaskDelta] = {}
     seen: set[str] = set()
 
     for o in outcomes:
@@ -128,7 +148,7 @@ async def apply_outcomes(
             continue
         seen.add(o.lease_id)
         task = tasks[step.task_id]
-        delta = deltas.setdefault(task.id, _TaskDelta())
+        delta = deltas.setdefault(task.id, TaskDelta())
         delta.in_flight -= 1
         out.wake = True
         started = step.state == StepState.IN_PROGRESS
@@ -167,6 +187,8 @@ async def apply_outcomes(
         }
         if kind is OutcomeKind.SUCCESS:
             update_row.update(state=StepState.COMPLETE, result=o.result or {}, end_time=now)
+            out.breaker_feed.append((step.breaker_key, True, o.lease_id))
+            out.handler_feed.append((step.handler, True))
             step_updates.append(update_row)
             satisfied_ids.append(step.id)
             delta.satisfied += 1
@@ -202,14 +224,21 @@ async def apply_outcomes(
             "metadata": o.error_metadata,
         }
         policy = RetryPolicy(**{**step.retry, "max_attempts": step.max_attempts})
-        decision = decide(
-            policy,
-            error_class,
-            attempt,
-            o.retry_after,
-            BackoffFactors(priority=task.priority),
-            rng,
-        )
+        context = factors(step, task) if factors else BackoffFactors(priority=task.priority)
+        decision = decide(policy, error_class, attempt, o.retry_after, context, rng)
+        if decision.clamped_hint:
+            log.warning(
+                "retry_after hint clamped into [0, max_delay]",
+                extra={
+                    "lease_id": o.lease_id,
+                    "step": step.name,
+                    "hint": o.retry_after,
+                    "max_delay": policy.max_delay_seconds,
+                },
+            )
+        if error_class in _BREAKER_FAILURES:
+            out.breaker_feed.append((step.breaker_key, False, o.lease_id))
+        out.handler_feed.append((step.handler, False))
         attempts.append(
             _attempt(
                 step,
@@ -233,6 +262,18 @@ async def apply_outcomes(
                 **base_event,
                 metadata={**meta, "delay_ms": round(decision.delay_seconds * 1000)},
             )
+        elif step.fallback_handler and not step.is_fallback:
+            # Last attempt failed: run the fallback handler once before giving up.
+            to = StepState.RETRYING
+            update_row.update(
+                state=to,
+                ready_at=now,
+                handler=step.fallback_handler,
+                is_fallback=True,
+                max_attempts=attempt + 1,
+            )
+            meta["fallback_handler"] = step.fallback_handler
+            journal.event("step.retrying", **base_event, metadata={**meta, "delay_ms": 0})
         elif decision.action is RetryAction.BLOCK:
             to = StepState.BLOCKED
             update_row["state"] = to
@@ -264,18 +305,13 @@ async def apply_outcomes(
         out.verdicts.append(Verdict(o.lease_id, True))
 
     if step_updates:
-        await session.execute(update(Step), _uniform(step_updates))
+        await session.execute(update(Step), step_updates)
     if attempts:
         await session.execute(insert(StepAttempt), attempts)
     if satisfied_ids:
         await release_children(session, journal, satisfied_ids, tasks)
-    await _update_tasks(session, journal, tasks, deltas, out)
+    await update_tasks(session, journal, tasks, deltas, out)
     return out
-
-
-def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Bulk UPDATE by primary key groups rows by key set; give rows the same keys where cheap."""
-    return rows
 
 
 def _for_update(session: AsyncSession, query: Any) -> Any:
@@ -361,11 +397,11 @@ async def release_children(
             )
 
 
-async def _update_tasks(
+async def update_tasks(
     session: AsyncSession,
     journal: Journal,
     tasks: dict[int, Task],
-    deltas: dict[int, _TaskDelta],
+    deltas: dict[int, TaskDelta],
     out: BatchResult,
 ) -> None:
     now = journal.now

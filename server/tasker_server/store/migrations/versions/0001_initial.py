@@ -155,6 +155,7 @@ def upgrade() -> None:
         sa.Column("timeout_seconds", sa.Float(), nullable=False),
         sa.Column("config", JSON, nullable=False),
         sa.Column("optional", sa.Boolean(), server_default=FALSE, nullable=False),
+        sa.Column("is_fallback", sa.Boolean(), server_default=FALSE, nullable=False),
         sa.Column("fallback_handler", sa.String(length=256), nullable=True),
         sa.Column("breaker_key", sa.String(length=256), nullable=False),
         sa.Column("ready_at", TIMESTAMP, nullable=True),

@@ -1,0 +1,52 @@
+"""The worker registry (``workers``) and the small lookups the worker protocol needs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tasker_server.domain.states import ACTIVE_STEP_STATES
+
+from .models import Namespace, Step, Worker
+from .types import dialect_name
+
+__all__ = ["known_namespaces", "live_leases", "touch_workers", "upsert_worker"]
+
+
+async def upsert_worker(session: AsyncSession, values: dict[str, Any]) -> None:
+    ins = (pg_insert if dialect_name(session) == "postgresql" else sqlite_insert)(Worker)
+    changes = {k: v for k, v in values.items() if k != "id"}
+    await session.execute(
+        ins.values(**values).on_conflict_do_update(index_elements=[Worker.id], set_=changes)
+    )
+
+
+async def touch_workers(session: AsyncSession, worker_ids: list[str], now: datetime) -> None:
+    """One UPDATE for every live stream of this replica (liveness for other replicas)."""
+    await session.execute(
+        update(Worker)
+        .where(Worker.id.in_(worker_ids))
+        .values(last_seen_time=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def known_namespaces(session: AsyncSession, names: list[str]) -> set[str]:
+    rows = await session.execute(select(Namespace.name).where(Namespace.name.in_(names)))
+    return set(rows.scalars().all())
+
+
+async def live_leases(session: AsyncSession, lease_ids: list[str]) -> set[str]:
+    """Those of ``lease_ids`` still held by an enqueued or in-progress step."""
+    rows = await session.execute(
+        select(Step.lease_id).where(
+            Step.lease_id.in_(lease_ids),
+            Step.state.in_([s.value for s in ACTIVE_STEP_STATES]),
+        )
+    )
+    return {r for r in rows.scalars().all() if r}
