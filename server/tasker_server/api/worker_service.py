@@ -23,6 +23,7 @@ from google.protobuf import timestamp_pb2
 from tasker.v1 import worker_service_pb2 as pb
 from tasker.v1 import worker_service_pb2_grpc as pb_grpc
 from tasker_server.domain import errors
+from tasker_server.engine.commands import MAX_PAYLOAD_BYTES
 from tasker_server.engine.engine import Cancellation, Engine
 from tasker_server.engine.sessions import WorkerSession
 from tasker_server.store.dispatch import ClaimedStep
@@ -43,6 +44,18 @@ def _outcome(msg: pb.StepSuccess | pb.StepFailure, worker_id: str, success: bool
     execution_ms = msg.execution_time.ToMilliseconds() if msg.HasField("execution_time") else None
     if success:
         assert isinstance(msg, pb.StepSuccess)
+        if msg.result.ByteSize() > MAX_PAYLOAD_BYTES:
+            # Dependents would receive it in every execution context: refuse it as the step's
+            # permanent failure rather than store it.
+            return Outcome(
+                msg.lease_id,
+                OutcomeKind.FAILURE,
+                worker_id,
+                error_class="permanent",
+                error_type="ResultTooLarge",
+                message=f"step result is {msg.result.ByteSize()} bytes; the limit is 1 MiB",
+                execution_ms=execution_ms,
+            )
         return Outcome(
             msg.lease_id,
             OutcomeKind.SUCCESS,
@@ -232,6 +245,10 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         except Exception:
             log.exception("recording an outcome failed", extra={"lease_id": outcome.lease_id})
             verdict = Verdict(outcome.lease_id, False, "INTERNAL", "try again")
+        if verdict.accepted and outcome.error_type == "ResultTooLarge":
+            verdict = Verdict(
+                outcome.lease_id, False, "RESULT_TOO_LARGE", "recorded as a permanent failure"
+            )
         session.outbound.put_nowait(
             pb.ConnectResponse(
                 result_ack=pb.ResultAck(

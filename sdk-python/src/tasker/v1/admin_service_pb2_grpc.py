@@ -130,8 +130,9 @@ class AdminServiceServicer:
 
     def ResolveStepManually(self, request, context):
         """Marks a step RESOLVED_MANUALLY with an optional result; dependents
-        proceed. Allowed from PENDING, RETRYING, FAILED, BLOCKED, IN_PROGRESS (the
-        running lease is cancelled). Errors: INVALID_ARGUMENT, NOT_FOUND,
+        proceed. Allowed from PENDING, RETRYING, FAILED, BLOCKED, ENQUEUED and
+        IN_PROGRESS (the running lease is cancelled) while the task is PENDING,
+        IN_PROGRESS or FAILED (a FAILED task resumes). Errors: INVALID_ARGUMENT, NOT_FOUND,
         FAILED_PRECONDITION (terminal state, or task cancelled/complete).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -33,8 +33,9 @@ module Tasker
         # FAILED_PRECONDITION naming the current state (e.g. COMPLETE).
         rpc :RetryStep, ::Tasker::V1::RetryStepRequest, ::Tasker::V1::RetryStepResponse
         # Marks a step RESOLVED_MANUALLY with an optional result; dependents
-        # proceed. Allowed from PENDING, RETRYING, FAILED, BLOCKED, IN_PROGRESS (the
-        # running lease is cancelled). Errors: INVALID_ARGUMENT, NOT_FOUND,
+        # proceed. Allowed from PENDING, RETRYING, FAILED, BLOCKED, ENQUEUED and
+        # IN_PROGRESS (the running lease is cancelled) while the task is PENDING,
+        # IN_PROGRESS or FAILED (a FAILED task resumes). Errors: INVALID_ARGUMENT, NOT_FOUND,
         # FAILED_PRECONDITION (terminal state, or task cancelled/complete).
         rpc :ResolveStepManually, ::Tasker::V1::ResolveStepManuallyRequest, ::Tasker::V1::ResolveStepManuallyResponse
         # Marks a step COMPLETE with the given result, as if its handler had

@@ -2259,8 +2259,9 @@ export const AdminServiceService = {
   },
   /**
    * Marks a step RESOLVED_MANUALLY with an optional result; dependents
-   * proceed. Allowed from PENDING, RETRYING, FAILED, BLOCKED, IN_PROGRESS (the
-   * running lease is cancelled). Errors: INVALID_ARGUMENT, NOT_FOUND,
+   * proceed. Allowed from PENDING, RETRYING, FAILED, BLOCKED, ENQUEUED and
+   * IN_PROGRESS (the running lease is cancelled) while the task is PENDING,
+   * IN_PROGRESS or FAILED (a FAILED task resumes). Errors: INVALID_ARGUMENT, NOT_FOUND,
    * FAILED_PRECONDITION (terminal state, or task cancelled/complete).
    */
   resolveStepManually: {
@@ -2412,8 +2413,9 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   retryStep: handleUnaryCall<RetryStepRequest, RetryStepResponse>;
   /**
    * Marks a step RESOLVED_MANUALLY with an optional result; dependents
-   * proceed. Allowed from PENDING, RETRYING, FAILED, BLOCKED, IN_PROGRESS (the
-   * running lease is cancelled). Errors: INVALID_ARGUMENT, NOT_FOUND,
+   * proceed. Allowed from PENDING, RETRYING, FAILED, BLOCKED, ENQUEUED and
+   * IN_PROGRESS (the running lease is cancelled) while the task is PENDING,
+   * IN_PROGRESS or FAILED (a FAILED task resumes). Errors: INVALID_ARGUMENT, NOT_FOUND,
    * FAILED_PRECONDITION (terminal state, or task cancelled/complete).
    */
   resolveStepManually: handleUnaryCall<ResolveStepManuallyRequest, ResolveStepManuallyResponse>;
@@ -2481,8 +2483,9 @@ export interface AdminServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Marks a step RESOLVED_MANUALLY with an optional result; dependents
-   * proceed. Allowed from PENDING, RETRYING, FAILED, BLOCKED, IN_PROGRESS (the
-   * running lease is cancelled). Errors: INVALID_ARGUMENT, NOT_FOUND,
+   * proceed. Allowed from PENDING, RETRYING, FAILED, BLOCKED, ENQUEUED and
+   * IN_PROGRESS (the running lease is cancelled) while the task is PENDING,
+   * IN_PROGRESS or FAILED (a FAILED task resumes). Errors: INVALID_ARGUMENT, NOT_FOUND,
    * FAILED_PRECONDITION (terminal state, or task cancelled/complete).
    */
   resolveStepManually(
