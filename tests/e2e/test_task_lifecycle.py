@@ -134,3 +134,47 @@ async def test_watch_task_replays_the_diamond_in_order_and_resumes(
 
     final = await client.get_task(task.task_id)
     assert final.result == {"d": {"value": 1 + (6 + 6)}}
+
+
+async def test_server_wide_max_parallel_tasks_is_never_exceeded(db_url: str) -> None:
+    from tasker_server.app import App
+    from tasker_server.config import load_settings
+    from tests.support.server import FAST_TIMERS
+
+    settings = load_settings(
+        environ={},
+        overrides={
+            "listen": "127.0.0.1:0",
+            "database_url": db_url,
+            "max_parallel_tasks": 2,
+            **FAST_TIMERS,
+        },
+    )
+    app = await App.start(settings)
+    address = f"127.0.0.1:{app.port}"
+    try:
+
+        async def nap(ctx: StepContext) -> dict[str, Any]:
+            await asyncio.sleep(0.15)
+            return {}
+
+        worker = Worker(address, [NS], capacity=10)
+        worker.register("nap", nap)
+        run = asyncio.create_task(worker.run())
+        await worker.wait_connected(10)
+        try:
+            async with await Client.connect(address, timeout=10) as c:
+                yaml = WorkflowBuilder("capped", NS).with_linear_steps(["a", "b"], handler="nap")
+                await c.register_template(yaml.build())
+                created = [await c.create_task(NS, "capped", {}) for _ in range(5)]
+                done = [await c.wait_for_task(t.task_id, timeout=30) for t in created]
+        finally:
+            await worker.shutdown(drain_timeout=2)
+            await run
+    finally:
+        await app.stop(grace=0.5)
+    assert all(t.state == "complete" for t in done)
+    spans = [(t.proto.start_time.ToDatetime(), t.proto.end_time.ToDatetime()) for t in done]
+    moments = sorted({s for s, _ in spans})
+    peak = max(sum(1 for s, e in spans if s <= m < e) for m in moments)
+    assert peak == 2, spans

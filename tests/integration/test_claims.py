@@ -1,0 +1,78 @@
+"""The engine's own claim (store.dispatch.claim_steps) under concurrency, on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from tasker_server.config import load_settings
+from tasker_server.engine.commands import Commands
+from tasker_server.engine.engine import Engine
+from tasker_server.store.db import Database
+from tasker_server.store.dispatch import admit_tasks, claim_steps
+from tasker_server.store.journal import Journal
+from tests.support.server import FAST_TIMERS
+
+FANOUT = """
+name: fan
+namespace: claims
+version: 1.0.0
+orchestration: {max_parallel_steps: 3}
+step_templates:
+""" + "".join(f"  - {{name: s{i}, handler_class: h}}\n" for i in range(10))
+
+
+async def test_concurrent_claimers_share_nothing_and_respect_max_parallel_steps(
+    database: Database, db_url: str
+) -> None:
+    settings = load_settings(environ={}, overrides={"database_url": db_url, **FAST_TIMERS})
+    commands = Commands(Engine(database, settings))  # engine loops not started: claims by hand
+    await commands.register_template(FANOUT)
+    task_ids = []
+    for i in range(6):
+        detail, _ = await commands.create_task(
+            namespace="claims",
+            template_name="fan",
+            template_version="",
+            context={"i": i},
+            idempotency_key="",
+            correlation_id="",
+            priority=0,
+            tags=[],
+            deadline=None,
+            trace_parent=None,
+            trace_state=None,
+        )
+        task_ids.append(detail.task.id)
+    async with database.session() as s:
+        journal = Journal()
+        assert await admit_tasks(s, journal, 100) == 6
+        await journal.flush(s)
+
+    async def claimer(n: int) -> list[tuple[int, int]]:
+        got = []
+        for _ in range(5):
+            async with database.session() as s:
+                journal = Journal()
+                claimed = await claim_steps(
+                    s,
+                    journal,
+                    namespaces=["claims"],
+                    handlers=["h"],
+                    limit=4,
+                    worker_id=f"w{n}",
+                    lease_extra_seconds=5,
+                )
+                await journal.flush(s)
+            got += [(c.task_id, c.step_id) for c in claimed]
+        return got
+
+    results = await asyncio.gather(*(claimer(n) for n in range(8)))
+    claimed = [pair for r in results for pair in r]
+    steps = [step for _, step in claimed]
+    assert len(steps) == len(set(steps)), "a step was claimed twice"
+    per_task = Counter(task for task, _ in claimed)
+    # Nothing completes here, so each task holds at most max_parallel_steps leases...
+    assert max(per_task.values()) <= 3
+    # ...and the claimers, together, filled every task to exactly that limit.
+    assert per_task == {task_id: 3 for task_id in task_ids}
