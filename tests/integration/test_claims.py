@@ -26,24 +26,33 @@ async def test_concurrent_claimers_share_nothing_and_respect_max_parallel_steps(
     database: Database, db_url: str
 ) -> None:
     settings = load_settings(environ={}, overrides={"database_url": db_url, **FAST_TIMERS})
-    commands = Commands(Engine(database, settings))  # engine loops not started: claims by hand
+    engine = Engine(database, settings)
+    commands = Commands(engine)
     await commands.register_template(FANOUT)
-    task_ids = []
-    for i in range(6):
-        detail, _ = await commands.create_task(
-            namespace="claims",
-            template_name="fan",
-            template_version="",
-            context={"i": i},
-            idempotency_key="",
-            correlation_id="",
-            priority=0,
-            tags=[],
-            deadline=None,
-            trace_parent=None,
-            trace_state=None,
+    # Only the task creator runs: admission and claims are driven by hand below.
+    engine.creator.start()
+    try:
+        created = await asyncio.gather(
+            *(
+                commands.create_task(
+                    namespace="claims",
+                    template_name="fan",
+                    template_version="",
+                    context={"i": i},
+                    idempotency_key="",
+                    correlation_id="",
+                    priority=0,
+                    tags=[],
+                    deadline=None,
+                    trace_parent=None,
+                    trace_state=None,
+                )
+                for i in range(6)
+            )
         )
-        task_ids.append(detail.task.id)
+    finally:
+        await engine.creator.stop()
+    task_ids = [detail.task.id for detail, _ in created]
     async with database.session() as s:
         journal = Journal()
         assert await admit_tasks(s, journal, 100) == 6

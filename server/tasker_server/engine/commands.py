@@ -254,25 +254,7 @@ class Commands:
             trace_state=trace_state,
             steps=steps,
         )
-        async with self.db.session() as s:
-            journal = Journal()
-            existing = None
-            if idempotency_key:
-                existing = await task_store.find_by_idempotency_key(s, namespace, idempotency_key)
-            detail = None if existing else await task_store.insert_task(s, journal, new)
-            if detail is None:
-                # The key is taken (before us, or by a concurrent insert that won the race).
-                existing = existing or await task_store.find_by_idempotency_key(
-                    s, namespace, idempotency_key
-                )
-                if existing is None:
-                    raise errors.Aborted("task creation conflicted; retry")
-                detail = await task_store.load_task_detail(s, existing.id)
-                assert detail is not None
-                return detail, False
-            await journal.flush(s)
-        self.engine.wake(admit=True)
-        return detail, True
+        return await self.engine.creator.create(new)
 
     async def get_task(self, task_id: int) -> task_store.TaskDetail:
         async with self.db.session(read_only=True) as s:

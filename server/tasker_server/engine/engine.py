@@ -57,6 +57,7 @@ from tasker_server.store.workers import (
 )
 
 from .breakers import Breakers
+from .creation import TaskCreator
 from .listener import ChangeListener
 from .sessions import Lease, WorkerSession
 from .stats import HandlerStats
@@ -94,6 +95,7 @@ class Engine:
         # Ready steps per namespace, refreshed by the sweep: the "system load" backoff input.
         self.ready_depth: dict[str, int] = {}
         self._breakers_seen: datetime | None = None
+        self.creator = TaskCreator(db, self._tasks_created)
         self._next_depth = 0.0
         self._events_signal = asyncio.Event()
         self._lease_owner: dict[str, WorkerSession] = {}
@@ -112,12 +114,14 @@ class Engine:
         await self.load_breakers()
         self._breakers_seen = utcnow()
         self._listener.start()
+        self.creator.start()
         for name, loop in (("tick", self._tick_loop), ("sweep", self._sweep_loop)):
             self._tasks.append(asyncio.create_task(loop(), name=f"tasker-{name}"))
         self.wake(admit=True)
 
     async def stop(self) -> None:
         await self._listener.stop()
+        await self.creator.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -131,6 +135,11 @@ class Engine:
             self._admit = True
         self._dispatch_needed = True
         self._wake.set()
+
+    def _tasks_created(self, journal: Journal, any_created: bool) -> None:
+        self.committed(journal)
+        if any_created:
+            self.wake(admit=True)
 
     def _flush_acks(self) -> None:
         self._ack_timer = None

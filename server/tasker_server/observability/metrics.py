@@ -2,10 +2,11 @@
 
 Everything about work done is derived in one place, :meth:`Metrics.on_events`, from the events
 each commit of this replica wrote (``Engine.subscribe``): a replica counts what it committed, so
-summing a counter over replicas counts every event exactly once. Gauges come from memory (worker
-sessions, the connection pool) and, every ``ready_interval`` seconds, one ``COUNT … GROUP BY`` over
-the ready-queue partial index. Labels are bounded: ``namespace``, ``state``, ``error_class``
-(and the few fixed values of ``kind``), never task or step ids.
+summing a counter over replicas counts every event exactly once. Gauges come from memory: worker
+sessions, the connection pool, and the engine's ready-queue depth per namespace (which the engine
+refreshes every few seconds with one ``COUNT … GROUP BY`` over the ready partial index). Labels
+are bounded: ``namespace``, ``state``, ``error_class`` (and the fixed values of ``kind``), never
+task or step ids.
 
 Every metric lives in the instance's own registry, so several servers in one process (tests)
 never share counts.
@@ -24,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from tasker_server.domain.retry import ErrorClass
 from tasker_server.engine.engine import Engine
-from tasker_server.store.stats import pool_usage, ready_counts
+from tasker_server.store.stats import pool_usage
 
 __all__ = ["Metrics"]
 
@@ -58,7 +59,7 @@ def _metadata(event: dict[str, Any]) -> dict[str, Any]:
 class Metrics:
     """The server's metrics. ``attach(engine)`` once; ``start(listen)`` serves them over HTTP."""
 
-    def __init__(self, ready_interval: float = 5.0, gauge_interval: float = 1.0) -> None:
+    def __init__(self, gauge_interval: float = 1.0) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.tasks_started = Counter(
@@ -159,7 +160,6 @@ class Metrics:
             "Database connections the pool may open (pool size + overflow).",
             registry=r,
         )
-        self.ready_interval = ready_interval
         self.gauge_interval = gauge_interval
         self._engine: Engine | None = None
         self._task: asyncio.Task[None] | None = None
@@ -255,30 +255,16 @@ class Metrics:
             (self.workers_connected, connected),
         ):
             _set_all(gauge, values)
+        _set_all(self.ready_steps, dict(engine.ready_depth))
         usage = pool_usage(engine.db)
         self.pool_checked_out.set(usage.checked_out)
         self.pool_limit.set(usage.limit)
 
-    async def refresh_ready(self) -> None:
-        engine = self._engine
-        if engine is None:
-            return
-        async with engine.db.session(read_only=True) as s:
-            counts = await ready_counts(s)
-        _set_all(self.ready_steps, counts)
-
     async def _refresh_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_ready = 0.0
         while True:
             try:
                 self.refresh_memory_gauges()
-                if loop.time() >= next_ready:
-                    next_ready = loop.time() + self.ready_interval
-                    await self.refresh_ready()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database may be down; the gauges just go stale
+            except Exception as exc:  # never let a gauge stop the loop
                 log.debug("metrics refresh failed: %s", type(exc).__name__)
             await asyncio.sleep(self.gauge_interval)
 

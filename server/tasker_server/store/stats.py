@@ -1,29 +1,16 @@
-"""Cheap reads for observability: ready-queue depth, connection-pool usage, correlation ids."""
+"""Cheap reads for observability: connection-pool usage and correlation ids."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .db import Database
-from .models import Step, Task
+from .models import Task
 
-__all__ = ["PoolUsage", "pool_usage", "ready_counts", "task_correlation_id"]
-
-# Literal, not bound parameters: SQLite uses a partial index only when it can prove the query's
-# WHERE implies the index's predicate, which it cannot with parameters.
-_READY = text("steps.state IN ('pending', 'retrying') AND steps.pending_parents = 0")
-
-
-async def ready_counts(session: AsyncSession) -> dict[str, int]:
-    """Claimable steps per namespace. The WHERE is the ``ix_steps_ready`` partial index's
-    predicate, so the count reads only that (small) index, never the finished steps."""
-    rows = await session.execute(
-        select(Step.namespace, func.count()).where(_READY).group_by(Step.namespace)
-    )
-    return {str(ns): int(n) for ns, n in rows.all()}
+__all__ = ["PoolUsage", "pool_usage", "task_correlation_id"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +23,7 @@ __all__ = [
     "TaskDetail",
     "cancel_steps",
     "find_by_idempotency_key",
-    "insert_task",
+    "insert_tasks",
     "list_tasks",
     "load_task",
     "load_task_detail",
@@ -77,51 +77,35 @@ async def find_by_idempotency_key(session: AsyncSession, namespace: str, key: st
     return (await session.execute(query)).scalars().first()
 
 
-async def insert_task(session: AsyncSession, journal: Journal, new: NewTask) -> TaskDetail | None:
-    """Writes the task, its steps and edges; None if the idempotency key is already taken.
+def _task_row(new: NewTask, now: datetime) -> dict[str, Any]:
+    return {
+        "namespace": new.namespace,
+        "template_name": new.template_name,
+        "template_version": new.template_version,
+        "template_id": new.template_id,
+        "state": TaskState.PENDING,
+        "context": new.context,
+        "correlation_id": new.correlation_id,
+        "priority": new.priority,
+        "tags": new.tags,
+        "idempotency_key": new.idempotency_key,
+        "total_steps": len(new.steps),
+        "satisfied_steps": 0,
+        "in_flight": 0,
+        "max_parallel_steps": new.max_parallel_steps,
+        "trace_parent": new.trace_parent,
+        "trace_state": new.trace_state,
+        "deadline": new.deadline,
+        "blocked": False,
+        "create_time": now,
+        "update_time": now,
+    }
 
-    Three statements whatever the DAG's size: one task INSERT, one multi-row step INSERT with
-    RETURNING, one multi-row edge INSERT. ``pending_parents`` starts at the number of
-    dependencies, so roots are ready as soon as the task is admitted. The returned detail is built
-    from the rows written (no read back).
-    """
-    now = journal.now
-    try:
-        async with session.begin_nested():
-            task = (
-                await session.execute(
-                    insert(Task)
-                    .values(
-                        namespace=new.namespace,
-                        template_name=new.template_name,
-                        template_version=new.template_version,
-                        template_id=new.template_id,
-                        state=TaskState.PENDING,
-                        context=new.context,
-                        correlation_id=new.correlation_id,
-                        priority=new.priority,
-                        tags=new.tags,
-                        idempotency_key=new.idempotency_key,
-                        total_steps=len(new.steps),
-                        satisfied_steps=0,
-                        in_flight=0,
-                        max_parallel_steps=new.max_parallel_steps,
-                        trace_parent=new.trace_parent,
-                        trace_state=new.trace_state,
-                        deadline=new.deadline,
-                        blocked=False,
-                        create_time=now,
-                        update_time=now,
-                    )
-                    .returning(Task)
-                )
-            ).scalar_one()
-    except IntegrityError:
-        return None
 
-    rows = [
+def _step_rows(task_id: int, new: NewTask, now: datetime) -> list[dict[str, Any]]:
+    return [
         {
-            "task_id": task.id,
+            "task_id": task_id,
             "name": s.name,
             "handler": s.handler,
             "position": s.position,
@@ -142,26 +126,113 @@ async def insert_task(session: AsyncSession, journal: Journal, new: NewTask) -> 
         }
         for s in new.steps
     ]
-    steps = list(
-        (
-            await session.execute(insert(Step).returning(Step, sort_by_parameter_order=True), rows)
-        ).scalars()
-    )
-    ids = {step.name: step.id for step in steps}
-    edges = [
-        {"task_id": task.id, "parent_id": ids[parent], "child_id": ids[s.name]}
-        for s in new.steps
-        for parent in s.depends_on
-    ]
-    if edges:
-        await session.execute(insert(StepEdge), edges)
-    journal.transition(task_id=task.id, from_state=None, to_state=TaskState.PENDING, event="create")
-    return TaskDetail(
-        task=task,
-        steps=steps,
-        parents={ids[s.name]: list(s.depends_on) for s in new.steps if s.depends_on},
-        transitions=[Transition(**journal.transitions[-1])],
-    )
+
+
+async def insert_tasks(
+    session: AsyncSession, journal: Journal, news: list[NewTask]
+) -> list[tuple[TaskDetail, bool]]:
+    """Writes many tasks with their steps and edges; returns (detail, created) per input.
+
+    Four statements whatever the number of tasks and the size of their DAGs: the idempotency
+    lookup, one multi-row task INSERT, one multi-row step INSERT, one multi-row edge INSERT.
+    ``pending_parents`` starts at the number of dependencies, so roots are ready as soon as a
+    task is admitted. A task whose idempotency key exists (in the table or earlier in the batch)
+    is not written: its existing task is returned with created=False. The details are built from
+    the rows written, not read back.
+    """
+    now = journal.now
+    keys = {(n.namespace, n.idempotency_key) for n in news if n.idempotency_key}
+    existing: dict[tuple[str, str], Task] = {}
+    if keys:
+        rows = await session.execute(
+            select(Task).where(tuple_(Task.namespace, Task.idempotency_key).in_(list(keys)))
+        )
+        existing = {(t.namespace, t.idempotency_key or ""): t for t in rows.scalars()}
+    fresh: list[int] = []
+    first_of: dict[tuple[str, str], int] = {}
+    for i, n in enumerate(news):
+        key = (n.namespace, n.idempotency_key or "")
+        if n.idempotency_key and (key in existing or key in first_of):
+            continue
+        if n.idempotency_key:
+            first_of[key] = i
+        fresh.append(i)
+
+    created: dict[int, TaskDetail] = {}
+    if fresh:
+        try:
+            async with session.begin_nested():
+                tasks = list(
+                    (
+                        await session.execute(
+                            insert(Task).returning(Task, sort_by_parameter_order=True),
+                            [_task_row(news[i], now) for i in fresh],
+                        )
+                    ).scalars()
+                )
+        except IntegrityError:
+            # Another writer inserted one of these keys since the lookup: take them one by one,
+            # and a lone loser returns the winner's task.
+            if len(news) > 1:
+                return [(await insert_tasks(session, journal, [n]))[0] for n in news]
+            n = news[0]
+            winner = (
+                await find_by_idempotency_key(session, n.namespace, n.idempotency_key)
+                if n.idempotency_key
+                else None
+            )
+            if winner is None:
+                raise
+            detail = await load_task_detail(session, winner.id)
+            assert detail is not None
+            return [(detail, False)]
+        step_rows = [
+            row for i, t in zip(fresh, tasks, strict=True) for row in _step_rows(t.id, news[i], now)
+        ]
+        steps = list(
+            (
+                await session.execute(
+                    insert(Step).returning(Step, sort_by_parameter_order=True), step_rows
+                )
+            ).scalars()
+        )
+        by_task: dict[int, list[Step]] = {}
+        for step in steps:
+            by_task.setdefault(step.task_id, []).append(step)
+        edges = []
+        for i, task in zip(fresh, tasks, strict=True):
+            ids = {step.name: step.id for step in by_task[task.id]}
+            new = news[i]
+            edges += [
+                {"task_id": task.id, "parent_id": ids[parent], "child_id": ids[s.name]}
+                for s in new.steps
+                for parent in s.depends_on
+            ]
+            journal.transition(
+                task_id=task.id, from_state=None, to_state=TaskState.PENDING, event="create"
+            )
+            created[i] = TaskDetail(
+                task=task,
+                steps=by_task[task.id],
+                parents={ids[s.name]: list(s.depends_on) for s in new.steps if s.depends_on},
+                transitions=[Transition(**journal.transitions[-1])],
+            )
+        if edges:
+            await session.execute(insert(StepEdge), edges)
+
+    out: list[tuple[TaskDetail, bool]] = []
+    for i, n in enumerate(news):
+        if i in created:
+            out.append((created[i], True))
+            continue
+        key = (n.namespace, n.idempotency_key or "")
+        if key in existing:
+            detail = await load_task_detail(session, existing[key].id)
+            assert detail is not None
+            out.append((detail, False))
+        else:  # the same key earlier in this batch
+            out.append((created[first_of[key]], False))
+    return out
 
 
 async def load_task(
