@@ -1,0 +1,168 @@
+# frozen_string_literal: true
+
+require "base64"
+
+module Tasker
+  # The job-queue pattern: a Worker that does not run handlers itself but hands each leased step
+  # to a job queue (e.g. ActiveJob with Sidekiq); the job runs the handler in whatever process
+  # picks it up and reports with the lease id through WorkerService.Heartbeat/ReportStepResult
+  # (Tasker::LeaseRunner). The server still bounds queued + running steps by +capacity+.
+  #
+  #   worker = Tasker::QueueWorker.new(address, namespaces: ["fulfillment"],
+  #                                    enqueue: ->(payload) { Tasker::StepJob.perform_later(payload) })
+  #   worker.register("ship_order", ShipOrderHandler)   # names advertised in the hello
+  class QueueWorker < Worker
+    def initialize(address, enqueue:, **options)
+      raise ArgumentError, "enqueue must respond to call(payload)" unless enqueue.respond_to?(:call)
+
+      super(address, **options)
+      @enqueue = enqueue
+    end
+
+    private
+
+    # The payload is plain JSON (strings only) so any queue can carry it.
+    def run_handler(lease)
+      @enqueue.call(LeaseRunner.payload(lease.assignment, worker_id: worker_id,
+                                                          heartbeat_interval: @heartbeat_interval))
+      HANDED_OFF
+    end
+  end
+
+  # Runs one handed-off lease in a job: checks the lease is still live, runs the handler under
+  # its timeout with unary heartbeats, and reports the outcome with ReportStepResult.
+  class LeaseRunner
+    V1 = Tasker::V1
+    private_constant :V1
+
+    def self.payload(assignment, worker_id:, heartbeat_interval:)
+      { "assignment" => Base64.strict_encode64(V1::Assignment.encode(assignment)), "worker_id" => worker_id,
+        "heartbeat_interval" => heartbeat_interval.to_f }
+    end
+
+    # handlers: name => object with #call(ctx).
+    def initialize(address, handlers:, credentials: nil, token: nil, logger: nil)
+      @stub = Internal::Channel.stub(V1::WorkerService::Stub, address, credentials)
+      @metadata = Internal::Channel.metadata(token)
+      @handlers = handlers
+      @logger = logger || Logger.new($stderr, level: Logger::WARN, progname: "tasker.lease_runner")
+    end
+
+    # Returns :reported, :stale (the lease ended before the job ran) or :lost (not recorded).
+    def run(payload)
+      assignment = V1::Assignment.decode(Base64.strict_decode64(payload.fetch("assignment")))
+      @worker_id = payload.fetch("worker_id", "")
+      lease_id = assignment.lease_id
+      return :stale unless extend_lease(lease_id)
+
+      ctx = StepContext.from_assignment(assignment)
+      started = monotonic
+      kind, outcome = Thread.handle_interrupt(Cancelled => :never) do
+        beats = heartbeats(lease_id, ctx, payload.fetch("heartbeat_interval", 10.0).to_f)
+        result = execute(ctx, started)
+        beats.kill
+        discard_interrupts
+        result
+      end
+      return :stale if kind.nil?
+
+      report(kind, outcome)
+    end
+
+    private
+
+    def execute(ctx, started)
+      handler = @handlers[ctx.step.handler]
+      unless handler
+        return Internal::Outcome.failure(ctx.lease_id, RetryableError.new(
+                                                         "handler #{ctx.step.handler.inspect} is not registered", error_type: "HandlerNotFound"
+                                                       ), 0.0)
+      end
+      timeout = ctx.step.timeout
+      value = with_timeout(timeout, ctx) do
+        Thread.handle_interrupt(Cancelled => :immediate) { Internal::Outcome.invoke(handler, ctx) }
+      end
+      Internal::Outcome.success(ctx.lease_id, value, monotonic - started)
+    rescue Cancelled
+      return [nil, nil] unless @timed_out
+
+      Internal::Outcome.failure(ctx.lease_id, RetryableError.new(
+                                                "step #{ctx.step.name.inspect} exceeded its timeout of #{format('%g', timeout)}s",
+                                                immediate: true, error_type: "StepTimeout"
+                                              ), monotonic - started)
+    rescue Exception => e # rubocop:disable Lint/RescueException -- classified like the stream worker
+      Internal::Outcome.failure(ctx.lease_id, e, monotonic - started)
+    end
+
+    def discard_interrupts
+      Thread.handle_interrupt(Cancelled => :immediate) { Thread.pass } if Thread.pending_interrupt?
+    rescue Cancelled
+      nil
+    end
+
+    def with_timeout(seconds, ctx, &block)
+      return block.call unless seconds.positive?
+
+      runner = Thread.current
+      timer = Thread.new do
+        sleep seconds
+        @timed_out = true
+        ctx.cancel!
+        runner.raise(Cancelled, "timeout")
+      end
+      begin
+        block.call
+      ensure
+        timer.kill
+        timer.join
+      end
+    end
+
+    def heartbeats(lease_id, ctx, interval)
+      runner = Thread.current
+      Thread.new do
+        loop do
+          sleep [interval, 0.2].max
+          next if extend_lease(lease_id)
+
+          ctx.cancel! # the lease ended (task cancelled, expired): stop the handler
+          runner.raise(Cancelled, "lease #{lease_id} is no longer active")
+          break
+        end
+      end
+    end
+
+    # True while the lease is active (unknown on network trouble counts as active).
+    def extend_lease(lease_id)
+      response = @stub.heartbeat(V1::HeartbeatRequest.new(worker_id: @worker_id, lease_ids: [lease_id]),
+                                 metadata: @metadata, deadline: Time.now + 10)
+      response.leases.all?(&:active)
+    rescue GRPC::BadStatus => e
+      @logger.warn("heartbeat for lease #{lease_id} failed: #{Error.from_grpc(e).inspect}")
+      true
+    end
+
+    def report(kind, outcome)
+      request = V1::ReportStepResultRequest.new(worker_id: @worker_id)
+      kind == :result ? request.success = outcome : request.failure = outcome
+      backoff = Internal::Backoff.new(0.2, 5.0)
+      begin
+        @stub.report_step_result(request, metadata: @metadata, deadline: Time.now + 10)
+        :reported
+      rescue GRPC::BadStatus => e
+        error = Error.from_grpc(e)
+        return :stale if error.reason == "LEASE_STALE"
+
+        if [14, 4, 2].include?(error.code) && backoff.failures < 8
+          sleep backoff.next_delay
+          retry
+        end
+        raise error
+      end
+    end
+
+    def monotonic
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+  end
+end

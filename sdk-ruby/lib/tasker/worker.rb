@@ -1,0 +1,567 @@
+# frozen_string_literal: true
+
+require "logger"
+require "securerandom"
+require "socket"
+
+module Tasker
+  # Runs registered step handlers for leases received on one WorkerService.Connect stream.
+  #
+  #   worker = Tasker::Worker.new("127.0.0.1:50051", namespaces: ["fulfillment"], capacity: 10)
+  #   worker.register("validate_order") { |ctx| { "valid" => true } }
+  #   worker.register("ship_order", ShipOrderHandler)      # a class (instantiated) or object with #call(ctx)
+  #   trap("TERM") { Thread.new { worker.shutdown(drain_timeout: 30) } }
+  #   worker.run                                           # blocks until shutdown completes
+  #
+  # Lifecycle of a lease: assignment -> ack (at once) -> handler on one of +capacity+ pool threads
+  # (under the step timeout, in an OpenTelemetry span when available) -> result | failure ->
+  # result_ack. Running leases are heartbeated every heartbeat_interval. A cancellation (or a
+  # heartbeat answer saying the lease is gone) sets ctx.cancelled?, interrupts the handler's
+  # thread with Tasker::Cancelled and reports nothing. A timeout reports TRANSIENT StepTimeout
+  # and interrupts the handler the same way.
+  #
+  # If the stream breaks (or the server is silent past keepalive_timeout), handlers keep
+  # running; results go through the unary ReportStepResult (and leases are extended with the
+  # unary Heartbeat) while the worker reconnects with exponential backoff and jitter.
+  #
+  # Shutdown is ordered and idempotent: drain -> stop taking work -> wait for in-flight handlers
+  # (up to drain_timeout; the rest are interrupted and reported as TRANSIENT WorkerShutdown) ->
+  # flush results -> close.
+  class Worker
+    DEFAULT_HEARTBEAT_INTERVAL = 10.0
+    DEFAULT_KEEPALIVE_TIMEOUT = 60.0
+    WELCOME_TIMEOUT = 30.0
+    UNARY_TIMEOUT = 10.0
+    FLUSH_TIMEOUT = 5.0
+    TICK = 0.1
+    HANDED_OFF = [].freeze # run_handler's answer when another process reports the outcome
+    FATAL_CODES = [3, 16, 7, 12].freeze # INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, UNIMPLEMENTED
+    RETRY_UNARY = [14, 4, 2].freeze     # UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN
+
+    V1 = Tasker::V1
+    private_constant :V1
+
+    # One held lease. state: :queued -> :running -> :finished; +reported+ makes the first
+    # outcome win (the handler's, a timeout's or shutdown's).
+    Lease = Struct.new(:lease_id, :assignment, :ctx, :handler, :state, :thread, :reported, :cancelled_by_server,
+                       :deadline, :started, keyword_init: true)
+    private_constant :Lease
+
+    attr_reader :address, :namespaces, :capacity, :worker_id, :name
+
+    def initialize(address, namespaces:, capacity: 10, worker_id: nil, name: nil, credentials: nil, token: nil,
+                   logger: nil)
+      Internal::Channel.validate_address!(address)
+      Internal::Channel.validate_credentials!(credentials)
+      namespaces = [namespaces] if namespaces.is_a?(String)
+      unless namespaces.is_a?(Array) && !namespaces.empty? && namespaces.all? { |n| n.is_a?(String) && !n.empty? }
+        raise ArgumentError, "namespaces must be a non-empty Array of non-empty Strings"
+      end
+      raise ArgumentError, "capacity must be an Integer between 1 and 10,000" unless capacity.is_a?(Integer) && capacity.between?(1, 10_000)
+      if worker_id && !(worker_id.is_a?(String) && worker_id.length.between?(1, 64))
+        raise ArgumentError, "worker_id must be a String of 1..64 characters"
+      end
+
+      @address = address
+      @namespaces = namespaces.dup.freeze
+      @capacity = capacity
+      @worker_id = worker_id || SecureRandom.hex(16)
+      @name = name || "#{Socket.gethostname}:#{Process.pid}"
+      @credentials = credentials
+      @metadata = Internal::Channel.metadata(token)
+      @logger = logger || Logger.new($stderr, level: Logger::WARN, progname: "tasker.worker")
+      @handlers = {}
+
+      @lock = Monitor.new
+      @changed = @lock.new_cond
+      @leases = {}
+      @unacked = {}
+      @background = []
+      @session = nil
+      @jobs = Queue.new
+      @heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
+      @keepalive_timeout = DEFAULT_KEEPALIVE_TIMEOUT
+      @running = false
+      @stopping = false
+      @stopped = false
+      @connected = false
+      @shutdown_thread = nil
+    end
+
+    # --- registration --------------------------------------------------------------------------
+
+    # Registers the handler +name+: an object with #call(ctx), a class whose instances have one
+    # (instantiated once here), or a block. The handler returns a Hash (JSON object) or nil.
+    def register(name, handler = nil, &block)
+      raise ArgumentError, "handler name must be a non-empty String without surrounding spaces" unless name.is_a?(String) && !name.empty? && name.strip == name
+      raise ArgumentError, "give a handler or a block, not both" if handler && block
+      raise ArgumentError, "handler #{name.inspect} is already registered" if @handlers.key?(name)
+      raise Error, "register handlers before run: the hello lists them" if @running
+
+      handler = block if block
+      handler = handler.new if handler.is_a?(Class)
+      raise ArgumentError, "handler must respond to call(context)" unless handler.respond_to?(:call)
+
+      @handlers[name] = handler
+      self
+    end
+    alias handle register
+
+    def handlers
+      @handlers.keys.sort
+    end
+
+    # Leases currently held (running or waiting for a pool thread).
+    def in_flight
+      @lock.synchronize { @leases.size }
+    end
+
+    # True while a stream is open and welcomed.
+    def connected?
+      @lock.synchronize { !@session.nil? }
+    end
+
+    # Waits until the first welcome; false on timeout.
+    def wait_connected(timeout: nil)
+      deadline = timeout && (monotonic + timeout)
+      @lock.synchronize do
+        until @connected
+          remaining = deadline && (deadline - monotonic)
+          return false if remaining && remaining <= 0
+
+          @changed.wait(remaining ? [remaining, 0.5].min : 0.5)
+        end
+      end
+      true
+    end
+
+    # --- main loop -----------------------------------------------------------------------------
+
+    # Connects and runs handlers until #shutdown completes. Raises Tasker::Error for errors that
+    # reconnecting cannot fix (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED,
+    # UNIMPLEMENTED).
+    def run
+      raise ArgumentError, "register at least one handler before run" if @handlers.empty?
+
+      @lock.synchronize do
+        raise Error, "this worker is already running" if @running
+        raise Error, "this worker has been shut down" if @stopped || @stopping
+
+        @running = true
+      end
+      @stub = Internal::Channel.stub(V1::WorkerService::Stub, @address, @credentials)
+      @pool = Array.new(@capacity) { |i| Thread.new { pool_loop }.tap { |t| t.name = "tasker-pool-#{i}" } }
+      @monitor = Thread.new { monitor_loop }.tap { |t| t.name = "tasker-monitor" }
+      backoff = Internal::Backoff.new(0.1, 5.0)
+      begin
+        until @stopped
+          error = run_session(backoff)
+          break if @stopped
+
+          if error.is_a?(Error) && FATAL_CODES.include?(error.code)
+            raise error
+          end
+
+          delay = backoff.next_delay
+          @logger.warn("worker stream lost (#{error&.message || 'ended by server'}); reconnecting in #{delay.round(2)}s")
+          @lock.synchronize { @changed.wait(delay) unless @stopped }
+        end
+      ensure
+        finish_run
+      end
+      self
+    end
+
+    # Runs #run on a background thread; returns the thread.
+    def start
+      Thread.new do
+        run
+      rescue Exception => e # rubocop:disable Lint/RescueException
+        @logger.error("worker stopped: #{e.class}: #{e.message}")
+        raise
+      end.tap { |t| t.name = "tasker-worker" }
+    end
+
+    # Drains, waits up to +drain_timeout+ s for in-flight handlers (then interrupts them,
+    # reporting TRANSIENT WorkerShutdown), flushes results and closes. Idempotent and
+    # thread-safe; returns once the worker has stopped. Do not call it from a trap context
+    # directly: trap("TERM") { Thread.new { worker.shutdown } }.
+    def shutdown(drain_timeout: 30)
+      thread = @lock.synchronize do
+        @shutdown_thread ||= Thread.new { perform_shutdown(drain_timeout) }
+      end
+      thread.join
+      @lock.synchronize { @changed.wait(0.1) while @running }
+      nil
+    end
+
+    private
+
+    def run_session(backoff)
+      session = Internal::Session.new(@stub, @metadata)
+      hello = V1::WorkerHello.new(worker_id: @worker_id, name: @name, namespaces: @namespaces,
+                                  handlers: handlers, capacity: @capacity, sdk_language: "ruby",
+                                  sdk_version: Tasker::VERSION)
+      @pending_session = session
+      welcomed = false
+      session.each(hello) do |message|
+        unless welcomed
+          raise Error, "expected welcome, got #{message.message}" unless message.message == :welcome
+
+          welcomed = true
+          on_welcome(message.welcome, session)
+          backoff.reset
+          next
+        end
+        dispatch(session, message)
+      end
+      nil
+    rescue GRPC::BadStatus => e
+      Error.from_grpc(e)
+    rescue StandardError => e
+      e
+    ensure
+      @pending_session = nil
+      ended = @lock.synchronize do
+        @session = nil if @session.equal?(session)
+        pending = @unacked
+        @unacked = {}
+        pending.values
+      end
+      ended.each { |kind, outcome| report_unary(kind, outcome) }
+    end
+
+    def on_welcome(welcome, session)
+      @worker_id = welcome.worker_id unless welcome.worker_id.empty?
+      if welcome.heartbeat_interval
+        interval = Internal::Convert.duration_to_seconds(welcome.heartbeat_interval)
+        @heartbeat_interval = interval if interval.positive?
+      end
+      if welcome.keepalive_timeout
+        timeout = Internal::Convert.duration_to_seconds(welcome.keepalive_timeout)
+        @keepalive_timeout = timeout.positive? ? timeout : nil
+      end
+      unless welcome.unknown_namespaces.empty?
+        @logger.warn("namespaces without templates (yet): #{welcome.unknown_namespaces.to_a.join(', ')}")
+      end
+      held = @lock.synchronize do
+        @session = session
+        @connected = true
+        @changed.broadcast
+        @leases.keys
+      end
+      session.push(heartbeat_message(held)) unless held.empty? # leases that survived a reconnect
+      session.push(V1::ConnectRequest.new(drain: V1::Drain.new)) if @stopping
+      @logger.info("worker #{@worker_id} connected to #{@address} (server #{welcome.server_id})")
+    end
+
+    # --- messages from the server --------------------------------------------------------------
+
+    def dispatch(session, message)
+      case message.message
+      when :assignment then on_assignment(session, message.assignment)
+      when :cancellation then cancel_lease(message.cancellation.lease_id, message.cancellation.reason)
+      when :keepalive
+        session.push(V1::ConnectRequest.new(pong: V1::KeepalivePong.new(nonce: message.keepalive.nonce)))
+      when :result_ack
+        ack = message.result_ack
+        @lock.synchronize { @unacked.delete(ack.lease_id) && @changed.broadcast }
+        @logger.warn("result for lease #{ack.lease_id} rejected: #{ack.reason} #{ack.message}") unless ack.accepted
+      when :heartbeat_ack then apply_lease_statuses(message.heartbeat_ack.leases)
+      end
+    end
+
+    def on_assignment(session, assignment)
+      lease_id = assignment.lease_id
+      if @lock.synchronize { @leases.key?(lease_id) } # re-offered after a reconnect: already running
+        session.push(ack_message(lease_id))
+        return
+      end
+      if @stopping # not acknowledged: the server re-offers it elsewhere after ack_timeout
+        @logger.info("draining; not taking lease #{lease_id}")
+        return
+      end
+      session.push(ack_message(lease_id))
+      begin
+        ctx = StepContext.from_assignment(assignment)
+      rescue StandardError => e
+        send_outcome(lease_id, *Internal::Outcome.failure(lease_id, PermanentError.new("invalid assignment: #{e.message}"), 0.0))
+        return
+      end
+      handler = @handlers[ctx.step.handler]
+      unless handler
+        error = RetryableError.new("handler #{ctx.step.handler.inspect} is not registered on worker #{@worker_id}",
+                                   error_type: "HandlerNotFound")
+        send_outcome(lease_id, *Internal::Outcome.failure(lease_id, error, 0.0))
+        return
+      end
+      lease = Lease.new(lease_id: lease_id, assignment: assignment, ctx: ctx, handler: handler, state: :queued, reported: false,
+                        cancelled_by_server: false)
+      @lock.synchronize { @leases[lease_id] = lease }
+      @jobs << lease
+    end
+
+    def cancel_lease(lease_id, reason)
+      lease = @lock.synchronize { @leases[lease_id] }
+      return unless lease
+
+      @logger.info("lease #{lease_id} cancelled by the server (#{reason.to_s.empty? ? 'no reason' : reason})")
+      lease.ctx.cancel!
+      @lock.synchronize do
+        lease.cancelled_by_server = true
+        lease.reported = true # the server ended the lease: report nothing
+      end
+      interrupt(lease)
+    end
+
+    def apply_lease_statuses(statuses)
+      statuses.each { |s| cancel_lease(s.lease_id, "lease no longer active") unless s.active }
+    end
+
+    # Raises Tasker::Cancelled in the handler's thread, only while its handler runs.
+    def interrupt(lease)
+      @lock.synchronize do
+        lease.thread.raise(Cancelled, "lease #{lease.lease_id} stopped") if lease.state == :running && lease.thread
+        release(lease) if lease.state == :queued # never started: the pool skips it
+      end
+    end
+
+    def ack_message(lease_id)
+      V1::ConnectRequest.new(ack: V1::AssignmentAck.new(lease_id: lease_id))
+    end
+
+    def heartbeat_message(lease_ids)
+      V1::ConnectRequest.new(heartbeat: V1::LeaseHeartbeat.new(lease_ids: lease_ids))
+    end
+
+    # --- running handlers ----------------------------------------------------------------------
+
+    def pool_loop
+      Thread.handle_interrupt(Cancelled => :never) do
+        while (lease = @jobs.pop)
+          execute(lease)
+        end
+      end
+    end
+
+    def execute(lease)
+      ctx = lease.ctx
+      started = monotonic
+      @lock.synchronize do
+        return unless lease.state == :queued && !lease.reported
+
+        lease.state = :running
+        lease.thread = Thread.current
+        lease.started = started
+        lease.deadline = ctx.step.timeout.positive? ? started + ctx.step.timeout : nil
+      end
+      outcome = begin
+        value = Thread.handle_interrupt(Cancelled => :immediate) { run_handler(lease) }
+        value.equal?(HANDED_OFF) ? value : Internal::Outcome.success(lease.lease_id, value, monotonic - started)
+      rescue Cancelled
+        nil # a timeout, cancellation or shutdown already decided the outcome
+      rescue Exception => e # rubocop:disable Lint/RescueException -- any handler error is classified; the worker lives on
+        @logger.info("handler for lease #{lease.lease_id} failed: #{e.class}: #{e.message}") unless e.is_a?(HandlerError)
+        Internal::Outcome.failure(lease.lease_id, e, monotonic - started)
+      end
+      first = @lock.synchronize do
+        lease.state = :finished
+        won = !lease.reported && !outcome.equal?(HANDED_OFF)
+        lease.reported = true
+        release(lease)
+        won
+      end
+      flush_interrupts
+      send_outcome(lease.lease_id, *outcome) if first && outcome
+    end
+
+    # Runs the lease's handler on a pool thread and returns its value (QueueWorker overrides it).
+    def run_handler(lease)
+      Internal::Outcome.invoke(lease.handler, lease.ctx)
+    end
+
+    # An interrupt raised after the handler returned but before the lease was finished stays
+    # pending: discard it so it cannot hit the next handler on this thread.
+    def flush_interrupts
+      return unless Thread.pending_interrupt?
+
+      Thread.handle_interrupt(Cancelled => :immediate) { Thread.pass }
+    rescue Cancelled
+      nil
+    end
+
+    # Reports +exception+ for a running lease unless it already has an outcome, then interrupts
+    # its handler (timeout and shutdown).
+    def abandon(lease, exception)
+      first = @lock.synchronize do
+        won = !lease.reported && lease.state == :running
+        lease.reported = true if won
+        won
+      end
+      return unless first
+
+      lease.ctx.cancel!
+      send_outcome(lease.lease_id, *Internal::Outcome.failure(lease.lease_id, exception, monotonic - lease.started))
+      interrupt(lease)
+    end
+
+    def release(lease)
+      @leases.delete(lease.lease_id)
+      @changed.broadcast
+    end
+
+    # --- reporting outcomes --------------------------------------------------------------------
+
+    def send_outcome(lease_id, kind, outcome)
+      session = @lock.synchronize { @session }
+      if session && @lock.synchronize { @unacked[lease_id] = [kind, outcome] } && session.push(V1::ConnectRequest.new(kind => outcome))
+        return
+      end
+
+      @lock.synchronize { @unacked.delete(lease_id) }
+      report_unary(kind, outcome)
+    end
+
+    # Reports an outcome with ReportStepResult on a background thread, retrying while the server
+    # is unreachable.
+    def report_unary(kind, outcome)
+      thread = Thread.new do
+        request = V1::ReportStepResultRequest.new(worker_id: @worker_id)
+        kind == :result ? request.success = outcome : request.failure = outcome
+        backoff = Internal::Backoff.new(0.2, 5.0)
+        begin
+          @stub.report_step_result(request, metadata: @metadata, deadline: Time.now + UNARY_TIMEOUT)
+        rescue GRPC::BadStatus => e
+          error = Error.from_grpc(e)
+          if RETRY_UNARY.include?(error.code) && backoff.failures < 8
+            sleep backoff.next_delay
+            retry
+          end
+          @logger.warn("outcome of lease #{outcome.lease_id} not recorded: #{error.inspect}")
+        end
+      end
+      @lock.synchronize do
+        @background.reject! { |t| !t.alive? }
+        @background << thread
+      end
+    end
+
+    # --- heartbeats, timeouts, silence ---------------------------------------------------------
+
+    def monitor_loop
+      last_beat = monotonic
+      until @lock.synchronize { @stopped && !@running }
+        sleep TICK
+        now = monotonic
+        check_timeouts(now)
+        check_silence
+        next if now - last_beat < @heartbeat_interval
+
+        last_beat = now
+        heartbeat
+      end
+    rescue StandardError => e
+      @logger.error("monitor failed: #{e.class}: #{e.message}")
+      retry
+    end
+
+    def check_timeouts(now)
+      expired = @lock.synchronize { @leases.values.select { |l| l.state == :running && l.deadline && now >= l.deadline } }
+      expired.each do |lease|
+        timeout = lease.ctx.step.timeout
+        abandon(lease, RetryableError.new("step #{lease.ctx.step.name.inspect} exceeded its timeout of #{format('%g', timeout)}s",
+                                          immediate: true, error_type: "StepTimeout"))
+      end
+    end
+
+    def check_silence
+      session = @lock.synchronize { @session } || @pending_session
+      return unless session&.open?
+
+      limit = @lock.synchronize { @session } ? @keepalive_timeout : WELCOME_TIMEOUT
+      return unless limit && session.silent_for > limit
+
+      @logger.warn("no message from the server for #{session.silent_for.round(1)}s; reconnecting")
+      session.abort
+    end
+
+    def heartbeat
+      lease_ids = @lock.synchronize { @leases.keys }
+      return if lease_ids.empty?
+
+      session = @lock.synchronize { @session }
+      return if session&.push(heartbeat_message(lease_ids))
+
+      Thread.new do # no stream: keep the leases alive with the unary Heartbeat
+        response = @stub.heartbeat(V1::HeartbeatRequest.new(worker_id: @worker_id, lease_ids: lease_ids),
+                                   metadata: @metadata, deadline: Time.now + UNARY_TIMEOUT)
+        apply_lease_statuses(response.leases)
+      rescue GRPC::BadStatus => e
+        @logger.debug("unary heartbeat failed: #{Error.from_grpc(e).inspect}")
+      end
+    end
+
+    # --- shutdown ------------------------------------------------------------------------------
+
+    def perform_shutdown(drain_timeout)
+      session = @lock.synchronize do
+        @stopping = true
+        @session
+      end
+      session&.push(V1::ConnectRequest.new(drain: V1::Drain.new))
+      deadline = monotonic + drain_timeout
+      @lock.synchronize do
+        @changed.wait([deadline - monotonic, 0.2].min) while !@leases.empty? && monotonic < deadline
+      end
+      remaining = @lock.synchronize { @leases.values }
+      remaining.each do |lease|
+        if lease.state == :queued
+          @lock.synchronize { lease.reported = true; release(lease) }
+          send_outcome(lease.lease_id, *Internal::Outcome.failure(lease.lease_id, shutdown_error, 0.0))
+        else
+          abandon(lease, shutdown_error)
+        end
+      end
+      # Give results on the stream a moment to be acknowledged; whatever is still unacknowledged
+      # is re-sent by unary as the session ends.
+      flush_deadline = monotonic + FLUSH_TIMEOUT
+      @lock.synchronize do
+        @changed.wait(0.05) while !@unacked.empty? && @session && monotonic < flush_deadline
+        @stopped = true
+        @changed.broadcast
+      end
+      @lock.synchronize { @session || @pending_session }&.close
+      close_deadline = monotonic + 2
+      @lock.synchronize { @changed.wait(0.05) while @running && monotonic < close_deadline }
+      (@lock.synchronize { @session || @pending_session })&.abort if @running
+    end
+
+    def shutdown_error
+      RetryableError.new("the worker shut down before the handler finished", immediate: true,
+                                                                             error_type: "WorkerShutdown")
+    end
+
+    def finish_run
+      @lock.synchronize do
+        @stopped = true
+        @changed.broadcast
+      end
+      # Cancelled or fatal without shutdown: stop handlers without reporting; their leases expire.
+      @lock.synchronize { @leases.values }.each { |l| @lock.synchronize { l.reported = true }; interrupt(l) }
+      @pool&.each { @jobs << nil }
+      @pool&.each { |t| t.join(1) }
+      threads = @lock.synchronize { @background.dup }
+      deadline = monotonic + FLUSH_TIMEOUT
+      threads.each { |t| t.join([deadline - monotonic, 0].max) }
+      @lock.synchronize do
+        @running = false
+        @changed.broadcast
+      end
+      @monitor&.join(1)
+    end
+
+    def monotonic
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+  end
+end
