@@ -6,7 +6,6 @@ import base64
 from typing import Any
 
 import grpc
-from sqlalchemy import select
 
 from tasker.v1 import admin_service_pb2 as pb
 from tasker.v1 import admin_service_pb2_grpc as pb_grpc
@@ -14,7 +13,8 @@ from tasker.v1 import resources_pb2
 from tasker_server.domain import errors
 from tasker_server.engine.commands import Commands
 from tasker_server.store.breakers import load_breakers
-from tasker_server.store.models import Namespace, Worker
+from tasker_server.store.templates import list_namespaces
+from tasker_server.store.workers import connected_workers
 
 from . import convert, validation
 
@@ -144,8 +144,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
         size = validation.page_size(request.page_size)
         after = _after(request.page_token)
         async with self.commands.db.session(read_only=True) as s:
-            query = select(Worker).where(Worker.state != "disconnected", Worker.id > after)
-            rows = list((await s.execute(query.order_by(Worker.id))).scalars().all())
+            rows = await connected_workers(s, after)
         # Connected workers are few; filtering the JSON list here keeps the query portable and
         # the page full.
         if request.namespace:
@@ -196,8 +195,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
         size = validation.page_size(request.page_size)
         after = _after(request.page_token)
         async with self.commands.db.session(read_only=True) as s:
-            query = select(Namespace).where(Namespace.name > after).order_by(Namespace.name)
-            rows = (await s.execute(query.limit(size + 1))).scalars().all()
+            rows = await list_namespaces(s, after, size + 1)
         token = _token(rows[size - 1].name) if len(rows) > size else ""
         return pb.ListNamespacesResponse(
             namespaces=[convert.namespace_message(r) for r in rows[:size]], next_page_token=token

@@ -12,10 +12,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-
 from tasker_server.domain import errors
-from tasker_server.domain.states import StepState, TaskState, check_task_transition
+from tasker_server.domain.states import StepState, TaskState
 from tasker_server.domain.templates import (
     TemplateDefinition,
     content_hash,
@@ -29,7 +27,7 @@ from tasker_server.store import tasks as task_store
 from tasker_server.store import templates as template_store
 from tasker_server.store.db import Session
 from tasker_server.store.journal import Journal
-from tasker_server.store.models import Namespace, Task
+from tasker_server.store.models import Namespace
 
 from .engine import Engine
 
@@ -269,33 +267,15 @@ class Commands:
             task = await task_store.load_task(s, task_id, for_update=True)
             if task is None:
                 raise errors.NotFound("task", str(task_id), reason="TASK_NOT_FOUND")
-            check_task_transition(task.state, TaskState.CANCELLED)
-            leases = await task_store.cancel_steps(s, journal, task, actor=actor, reason=reason)
-            await s.execute(
-                update(Task)
-                .where(Task.id == task_id, Task.state == task.state)
-                .values(
-                    state=TaskState.CANCELLED,
-                    in_flight=0,
-                    end_time=journal.now,
-                    update_time=journal.now,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            journal.transition(
-                task_id=task_id,
-                from_state=task.state,
-                to_state=TaskState.CANCELLED,
+            leases = await task_store.close_task(
+                s,
+                journal,
+                task,
+                TaskState.CANCELLED,
                 event="cancel",
+                event_name="task.cancelled",
                 actor=actor,
-                reason=reason or None,
-            )
-            journal.event(
-                "task.cancelled",
-                task_id=task_id,
-                namespace=task.namespace,
-                correlation_id=task.correlation_id,
-                metadata={"actor": actor, "reason": reason},
+                reason=reason,
             )
             await journal.flush(s)
         self.engine.committed(journal)
@@ -351,10 +331,7 @@ class Commands:
         self, namespace: str, max_parallel_tasks: int, actor: str, reason: str
     ) -> Namespace:
         async with self.db.session() as s:
-            await template_store.ensure_namespace(s, namespace)
-            row = (
-                await s.execute(select(Namespace).where(Namespace.name == namespace))
-            ).scalar_one()
+            row = await template_store.load_namespace(s, namespace)
             row.max_parallel_tasks = max_parallel_tasks or None
             journal = Journal()
             journal.event(
@@ -374,10 +351,7 @@ class Commands:
 
     async def set_paused(self, namespace: str, paused: bool, actor: str, reason: str) -> Namespace:
         async with self.db.session() as s:
-            await template_store.ensure_namespace(s, namespace)
-            row = (
-                await s.execute(select(Namespace).where(Namespace.name == namespace))
-            ).scalar_one()
+            row = await template_store.load_namespace(s, namespace)
             journal = Journal()
             if row.paused != paused:
                 row.paused = paused

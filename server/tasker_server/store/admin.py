@@ -25,7 +25,7 @@ from tasker_server.domain.states import (
 from .journal import Journal
 from .models import Step, Task
 from .outcomes import BatchResult, TaskDelta, release_children, update_tasks
-from .tasks import cancel_steps
+from .tasks import close_task
 
 __all__ = ["complete_or_resolve_step", "load_step", "resolve_task", "retry_step"]
 
@@ -223,34 +223,14 @@ async def resolve_task(
     task = (await session.execute(query)).scalars().first()
     if task is None:
         raise errors.NotFound("task", str(task_id), reason="TASK_NOT_FOUND")
-    check_task_transition(task.state, TaskState.RESOLVED_MANUALLY)
-    leases = await cancel_steps(session, journal, task, actor=actor, reason=reason or None)
-    await session.execute(
-        update(Task)
-        .where(Task.id == task.id, Task.state == task.state)
-        .values(
-            state=TaskState.RESOLVED_MANUALLY,
-            in_flight=0,
-            blocked=False,
-            end_time=journal.now,
-            update_time=journal.now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    journal.transition(
-        task_id=task.id,
-        from_state=task.state,
-        to_state=TaskState.RESOLVED_MANUALLY,
+    leases = await close_task(
+        session,
+        journal,
+        task,
+        TaskState.RESOLVED_MANUALLY,
         event="resolve_manually",
+        event_name="task.resolved_manually",
         actor=actor,
-        reason=reason or None,
+        reason=reason,
     )
-    journal.event(
-        "task.resolved_manually",
-        task_id=task.id,
-        namespace=task.namespace,
-        correlation_id=task.correlation_id,
-        metadata={"actor": actor, "reason": reason},
-    )
-    task.state = TaskState.RESOLVED_MANUALLY
     return task, leases

@@ -12,7 +12,12 @@ from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tasker_server.domain.states import StepState, TaskState, allowed_step_sources
+from tasker_server.domain.states import (
+    StepState,
+    TaskState,
+    allowed_step_sources,
+    check_task_transition,
+)
 
 from .journal import Journal
 from .models import Step, StepAttempt, StepEdge, Task, Transition
@@ -22,6 +27,7 @@ __all__ = [
     "NewTask",
     "TaskDetail",
     "cancel_steps",
+    "close_task",
     "find_by_idempotency_key",
     "insert_tasks",
     "list_tasks",
@@ -382,6 +388,54 @@ async def count_in_flight(session: AsyncSession, task_id: int) -> int:
     return int((await session.execute(query)).scalar_one())
 
 
+async def close_task(
+    session: AsyncSession,
+    journal: Journal,
+    task: Task,
+    to_state: TaskState,
+    *,
+    event: str,
+    event_name: str,
+    actor: str,
+    reason: str,
+    metadata: dict[str, Any] | None = None,
+) -> list[str]:
+    """Ends a task that still has work (cancel, resolve by hand, deadline): its cancellable steps
+    are cancelled and the task moves to ``to_state`` (compare-and-set on its current state).
+    Returns the leases whose workers must be told to stop."""
+    check_task_transition(task.state, to_state)
+    leases = await cancel_steps(session, journal, task, actor=actor, reason=reason or None)
+    await session.execute(
+        update(Task)
+        .where(Task.id == task.id, Task.state == task.state)
+        .values(
+            state=to_state,
+            in_flight=0,
+            blocked=False,
+            end_time=journal.now,
+            update_time=journal.now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    journal.transition(
+        task_id=task.id,
+        from_state=task.state,
+        to_state=to_state,
+        event=event,
+        actor=actor,
+        reason=reason or None,
+    )
+    journal.event(
+        event_name,
+        task_id=task.id,
+        namespace=task.namespace,
+        correlation_id=task.correlation_id,
+        metadata={"actor": actor, "reason": reason, **(metadata or {})},
+    )
+    task.state = to_state
+    return leases
+
+
 def overdue_query(now: datetime, limit: int) -> Any:
     return (
         select(Task.id)
@@ -414,27 +468,15 @@ async def fail_overdue_tasks(
     )
     leases: list[str] = []
     for task in overdue:
-        leases += await cancel_steps(
-            session, journal, task, actor="system", reason="task deadline exceeded"
-        )
-        await session.execute(
-            update(Task)
-            .where(Task.id == task.id, Task.state == task.state)
-            .values(state=TaskState.FAILED, in_flight=0, end_time=now, update_time=now)
-            .execution_options(synchronize_session=False)
-        )
-        journal.transition(
-            task_id=task.id,
-            from_state=task.state,
-            to_state=TaskState.FAILED,
+        leases += await close_task(
+            session,
+            journal,
+            task,
+            TaskState.FAILED,
             event="deadline_exceeded",
+            event_name="task.failed",
+            actor="system",
             reason="task deadline exceeded",
-        )
-        journal.event(
-            "task.failed",
-            task_id=task.id,
-            namespace=task.namespace,
-            correlation_id=task.correlation_id,
             metadata={"reason": "deadline_exceeded", "total_steps": task.total_steps},
         )
     return leases

@@ -57,6 +57,17 @@ async def ensure_namespace(session: AsyncSession, name: str) -> None:
     await session.execute(ins.values(name=name, paused=False).on_conflict_do_nothing())
 
 
+async def load_namespace(session: AsyncSession, name: str) -> Namespace:
+    """The namespace row, created if missing."""
+    await ensure_namespace(session, name)
+    return (await session.execute(select(Namespace).where(Namespace.name == name))).scalar_one()
+
+
+async def list_namespaces(session: AsyncSession, after: str, limit: int) -> list[Namespace]:
+    query = select(Namespace).where(Namespace.name > after).order_by(Namespace.name).limit(limit)
+    return list((await session.execute(query)).scalars().all())
+
+
 async def find_template(
     session: AsyncSession, namespace: str, name: str, version: str | None
 ) -> StoredTemplate | None:

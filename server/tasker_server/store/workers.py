@@ -15,7 +15,7 @@ from tasker_server.domain.states import ACTIVE_STEP_STATES
 from .models import Namespace, Step, Worker
 from .types import dialect_name
 
-__all__ = ["known_namespaces", "live_leases", "touch_workers", "upsert_worker"]
+__all__ = ["connected_workers", "known_namespaces", "live_leases", "touch_workers", "upsert_worker"]
 
 
 async def upsert_worker(session: AsyncSession, values: dict[str, Any]) -> None:
@@ -24,6 +24,15 @@ async def upsert_worker(session: AsyncSession, values: dict[str, Any]) -> None:
     await session.execute(
         ins.values(**values).on_conflict_do_update(index_elements=[Worker.id], set_=changes)
     )
+
+
+async def connected_workers(session: AsyncSession, after_id: str) -> list[Worker]:
+    query = (
+        select(Worker)
+        .where(Worker.state != "disconnected", Worker.id > after_id)
+        .order_by(Worker.id)
+    )
+    return list((await session.execute(query)).scalars().all())
 
 
 async def touch_workers(session: AsyncSession, worker_ids: list[str], now: datetime) -> None:
