@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import grpc
 
@@ -21,13 +22,19 @@ _CHANNEL_OPTIONS = (
 )
 
 
-def open_channel(address: str, tls: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+def open_channel(
+    address: str,
+    tls: grpc.ChannelCredentials | None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+) -> grpc.aio.Channel:
     """An asyncio channel; TLS when credentials are given."""
     if not address:
         raise ValueError("address must not be empty")
     if tls is not None:
-        return grpc.aio.secure_channel(address, tls, options=_CHANNEL_OPTIONS)
-    return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(
+            address, tls, options=_CHANNEL_OPTIONS, interceptors=interceptors
+        )
+    return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS, interceptors=interceptors)
 
 
 def call_metadata(token: str | None) -> Metadata:

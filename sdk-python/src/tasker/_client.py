@@ -62,6 +62,25 @@ _MAX_STREAM_RETRIES = 10
 _RESUMABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
 
 
+EventCallback = Callable[[Event], Awaitable[None] | None]
+
+
+def _tracing_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """OpenTelemetry client spans (and W3C traceparent on every call) when
+    opentelemetry-instrumentation-grpc is installed; spans are no-ops without an SDK provider."""
+    try:
+        from opentelemetry.instrumentation.grpc import aio_client_interceptors
+    except ImportError:
+        return []
+    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+
+
+def _matches(pattern: str, name: str) -> bool:
+    if pattern.endswith(".*"):
+        return name.startswith(pattern[:-1])
+    return pattern == name
+
+
 def _require(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got {type(value).__name__}")
@@ -107,7 +126,8 @@ class Client:
         token: str | None = None,
     ) -> None:
         self.address = address
-        self._channel = open_channel(address, tls)
+        self._channel = open_channel(address, tls, _tracing_interceptors())
+        self._subscriptions: list[tuple[str, EventCallback]] = []
         self._metadata = call_metadata(token)
         # The generated stubs are untyped; their methods are typed at the call sites below.
         self._tasks: Any = task_service_pb2_grpc.TaskServiceStub(  # type: ignore[no-untyped-call]
@@ -383,6 +403,47 @@ class Client:
             )
 
         return self._resumable(open_stream, after_sequence)
+
+    # --- event subscriptions ---------------------------------------------------------------------
+
+    def on(self, event_name: str, callback: EventCallback) -> EventCallback:
+        """Call ``callback(event)`` (sync or async) for every event named ``event_name`` (a
+        ``"step.*"`` prefix works) while :meth:`run_subscriptions` runs. Returns ``callback``."""
+        _require(event_name, "event_name")
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        self._subscriptions.append((event_name, callback))
+        return callback
+
+    async def run_subscriptions(
+        self, *, namespaces: Iterable[str] = (), after_sequence: int = -1
+    ) -> None:
+        """Deliver events to the :meth:`on` callbacks, in sequence order, until cancelled.
+
+        One ``WatchEvents`` stream filtered on the subscribed names; it resumes by itself after
+        a dropped connection. Starts at the live end unless ``after_sequence`` says otherwise
+        (pass the last sequence you handled to continue where you left off). A callback that
+        raises is logged; the others, and later events, still run."""
+        if not self._subscriptions:
+            raise ValueError("no subscriptions: register callbacks with client.on(name, fn)")
+        names = sorted({name for name, _ in self._subscriptions})
+        async with contextlib.aclosing(
+            self.watch_events(namespaces, names, after_sequence=after_sequence)
+        ) as events:
+            async for event in events:
+                for pattern, callback in list(self._subscriptions):
+                    if not _matches(pattern, event.event_name):
+                        continue
+                    try:
+                        outcome = callback(event)
+                        if outcome is not None:
+                            await outcome
+                    except Exception:
+                        log.exception(
+                            "subscription callback for %s failed (event %d)",
+                            pattern,
+                            event.sequence,
+                        )
 
     async def wait_for_task(
         self, task_id: str, timeout: float | None = None  # noqa: ASYNC109

@@ -57,9 +57,12 @@ class AdminService(pb_grpc.AdminServiceServicer):
         await self.commands.retry_step(task_id, request.step_name, request.actor, request.reason)
         return pb.RetryStepResponse(step=await self._step(task_id, request.step_name))
 
-    async def ResolveStepManually(
-        self, request: pb.ResolveStepManuallyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ResolveStepManuallyResponse:
+    async def _satisfy(
+        self,
+        request: pb.ResolveStepManuallyRequest | pb.CompleteStepManuallyRequest,
+        *,
+        complete: bool,
+    ) -> Any:
         validation.required(
             task_id=request.task_id, step_name=request.step_name, actor=request.actor
         )
@@ -67,29 +70,22 @@ class AdminService(pb_grpc.AdminServiceServicer):
         await self.commands.satisfy_step(
             task_id,
             request.step_name,
-            complete=False,
+            complete=complete,
             result=convert.to_dict(request.result),
             actor=request.actor,
             reason=request.reason,
         )
-        return pb.ResolveStepManuallyResponse(step=await self._step(task_id, request.step_name))
+        return await self._step(task_id, request.step_name)
+
+    async def ResolveStepManually(
+        self, request: pb.ResolveStepManuallyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ResolveStepManuallyResponse:
+        return pb.ResolveStepManuallyResponse(step=await self._satisfy(request, complete=False))
 
     async def CompleteStepManually(
         self, request: pb.CompleteStepManuallyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CompleteStepManuallyResponse:
-        validation.required(
-            task_id=request.task_id, step_name=request.step_name, actor=request.actor
-        )
-        task_id = validation.task_id(request.task_id)
-        await self.commands.satisfy_step(
-            task_id,
-            request.step_name,
-            complete=True,
-            result=convert.to_dict(request.result),
-            actor=request.actor,
-            reason=request.reason,
-        )
-        return pb.CompleteStepManuallyResponse(step=await self._step(task_id, request.step_name))
+        return pb.CompleteStepManuallyResponse(step=await self._satisfy(request, complete=True))
 
     async def ResolveTaskManually(
         self, request: pb.ResolveTaskManuallyRequest, context: grpc.aio.ServicerContext[Any, Any]

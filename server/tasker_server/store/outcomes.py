@@ -113,21 +113,15 @@ async def apply_outcomes(
     out = BatchResult()
     now = journal.now
     leases = list({o.lease_id for o in outcomes})
-    rows = {
-        s.lease_id: s
-        for s in (
-            await session.execute(
-                _for_update(session, select(Step).where(Step.lease_id.in_(leases)))
-            )
-        ).scalars()
-    }
-    task_ids = {s.task_id for s in rows.values()}
-    tasks = {
-        t.id: t
-        for t in (
-            await session.execute(_for_update(session, select(Task).where(Task.id.in_(task_ids))))
-        ).scalars()
-    }
+    # Steps and their tasks in one locked read (fencing happens against these rows).
+    query = select(Step, Task).join(Task, Task.id == Step.task_id).where(Step.lease_id.in_(leases))
+    if dialect_name(session) == "postgresql":
+        query = query.with_for_update(of=[Step.__table__, Task.__table__])
+    rows: dict[str | None, Step] = {}
+    tasks: dict[int, Task] = {}
+    for locked_step, locked_task in (await session.execute(query)).all():
+        rows[locked_step.lease_id] = locked_step
+        tasks[locked_task.id] = locked_task
 
     step_updates: list[dict[str, Any]] = []
     attempts: list[dict[str, Any]] = []
@@ -179,7 +173,7 @@ async def apply_outcomes(
         update_row.update(attempts=attempt, lease_expires_at=None)
         if not started:
             update_row["start_time"] = step.start_time or now
-        base_event = {
+        base_event: dict[str, Any] = {
             "task_id": task.id,
             "namespace": task.namespace,
             "correlation_id": task.correlation_id,
@@ -312,12 +306,6 @@ async def apply_outcomes(
         await release_children(session, journal, satisfied_ids, tasks)
     await update_tasks(session, journal, tasks, deltas, out)
     return out
-
-
-def _for_update(session: AsyncSession, query: Any) -> Any:
-    if dialect_name(session) == "postgresql":
-        return query.with_for_update()
-    return query
 
 
 def _error_class(raw: str) -> str:
