@@ -6,7 +6,7 @@
   ``OTEL_SDK_DISABLED``). Nothing is installed when no exporter is asked for or when the
   application already installed an SDK provider: tracing stays the API's no-op.
 - :func:`server_interceptors`: the gRPC aio server interceptor of opentelemetry-instrumentation-
-  grpc (worker streams, health and reflection excluded: a span per long-lived stream says
+  grpc (worker and watch streams, health and reflection excluded: a span per long-lived stream says
   nothing) followed by :class:`TaskContextInterceptor`.
 - :class:`TaskContextInterceptor`: for every RPC about one task (its request has ``task_id`` or
   ``correlation_id``), binds the task id and correlation id to every log line written while
@@ -33,8 +33,13 @@ __all__ = ["TaskContextInterceptor", "configure_tracing", "server_interceptors"]
 
 log = logging.getLogger(__name__)
 
+# Long-lived streams are not traced: a span per stream says nothing, and the instrumentation's
+# stream wrapper logs "Failed to detach context" whenever a client drops a watch stream (the
+# async generator is finalised in another context).
 _UNTRACED = filters.any_of(
     filters.method_name("Connect"),
+    filters.method_name("WatchTask"),
+    filters.method_name("WatchEvents"),
     filters.service_prefix("grpc.health"),
     filters.service_prefix("grpc.reflection"),
 )
