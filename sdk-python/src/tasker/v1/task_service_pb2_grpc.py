@@ -109,9 +109,10 @@ class TaskServiceServicer:
     def WatchTask(self, request, context):
         """Streams the task's events: first those after `after_sequence` (replay),
         then live ones, ending after the task's terminal event. Resume after a
-        disconnect with the last sequence seen: no gaps, no duplicates.
-        Errors: NOT_FOUND; ABORTED when the consumer fell too far behind (resume
-        from the sequence in the ErrorInfo metadata "last_sequence").
+        disconnect with the last sequence seen: no gaps, no duplicates. Each
+        watcher reads the durable event log at its own pace, so a slow consumer
+        never slows the engine. Errors: NOT_FOUND; OUT_OF_RANGE (reason
+        EVENTS_PRUNED) when after_sequence is older than the retention window.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

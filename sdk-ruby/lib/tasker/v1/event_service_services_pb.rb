@@ -9,17 +9,9 @@ module Tasker
     module EventService
       # Follow the lifecycle event log across tasks.
       #
-      # Event catalogue (metadata keys in parentheses):
-      # task.started, task.completed (total_steps, execution_time_ms,
-      # success_rate), task.failed (failed_step, error_class), task.cancelled
-      # (actor, reason), task.resolved_manually (actor, reason), step.started
-      # (attempt, worker_id), step.completed (attempt, execution_time_ms),
-      # step.failed (attempt, error_class, error_type), step.retrying (attempt,
-      # delay_ms, error_class), step.blocked (error_type), step.skipped,
-      # step.cancelled, step.resolved_manually (actor, reason),
-      # viable_steps.discovered (step_names), dependencies.resolved (step_name,
-      # unblocked), circuit_breaker.opened / .half_opened / .closed (key),
-      # namespace.paused / namespace.resumed / namespace.updated (actor, reason).
+      # The event catalogue (names such as task.completed, step.retrying,
+      # circuit_breaker.opened, when each is emitted and its metadata keys) is
+      # documented in one place: docs/events.md in the Tasker repository.
       class Service
 
         include ::GRPC::GenericService
@@ -31,9 +23,10 @@ module Tasker
         # Streams events after `after_sequence` (replay), then live ones, never
         # ending on its own. Filters combine with AND; each repeated filter is an
         # OR of its values. Resume after a disconnect with the last sequence seen.
-        # Errors: INVALID_ARGUMENT (malformed filter); ABORTED when the consumer fell
-        # too far behind (resume from ErrorInfo metadata "last_sequence"); OUT_OF_RANGE
-        # when after_sequence is older than the retention window.
+        # Each watcher reads the durable event log at its own pace, so a slow
+        # consumer never slows the engine. Errors: INVALID_ARGUMENT (malformed
+        # filter); OUT_OF_RANGE (reason EVENTS_PRUNED) when after_sequence is older
+        # than the retention window.
         rpc :WatchEvents, ::Tasker::V1::WatchEventsRequest, stream(::Tasker::V1::WatchEventsResponse)
       end
 

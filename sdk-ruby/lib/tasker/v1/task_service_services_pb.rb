@@ -38,9 +38,10 @@ module Tasker
         rpc :CancelTask, ::Tasker::V1::CancelTaskRequest, ::Tasker::V1::CancelTaskResponse
         # Streams the task's events: first those after `after_sequence` (replay),
         # then live ones, ending after the task's terminal event. Resume after a
-        # disconnect with the last sequence seen: no gaps, no duplicates.
-        # Errors: NOT_FOUND; ABORTED when the consumer fell too far behind (resume
-        # from the sequence in the ErrorInfo metadata "last_sequence").
+        # disconnect with the last sequence seen: no gaps, no duplicates. Each
+        # watcher reads the durable event log at its own pace, so a slow consumer
+        # never slows the engine. Errors: NOT_FOUND; OUT_OF_RANGE (reason
+        # EVENTS_PRUNED) when after_sequence is older than the retention window.
         rpc :WatchTask, ::Tasker::V1::WatchTaskRequest, stream(::Tasker::V1::WatchTaskResponse)
       end
 

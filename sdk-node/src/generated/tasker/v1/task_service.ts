@@ -1214,9 +1214,10 @@ export const TaskServiceService = {
   /**
    * Streams the task's events: first those after `after_sequence` (replay),
    * then live ones, ending after the task's terminal event. Resume after a
-   * disconnect with the last sequence seen: no gaps, no duplicates.
-   * Errors: NOT_FOUND; ABORTED when the consumer fell too far behind (resume
-   * from the sequence in the ErrorInfo metadata "last_sequence").
+   * disconnect with the last sequence seen: no gaps, no duplicates. Each
+   * watcher reads the durable event log at its own pace, so a slow consumer
+   * never slows the engine. Errors: NOT_FOUND; OUT_OF_RANGE (reason
+   * EVENTS_PRUNED) when after_sequence is older than the retention window.
    */
   watchTask: {
     path: "/tasker.v1.TaskService/WatchTask" as const,
@@ -1261,9 +1262,10 @@ export interface TaskServiceServer extends UntypedServiceImplementation {
   /**
    * Streams the task's events: first those after `after_sequence` (replay),
    * then live ones, ending after the task's terminal event. Resume after a
-   * disconnect with the last sequence seen: no gaps, no duplicates.
-   * Errors: NOT_FOUND; ABORTED when the consumer fell too far behind (resume
-   * from the sequence in the ErrorInfo metadata "last_sequence").
+   * disconnect with the last sequence seen: no gaps, no duplicates. Each
+   * watcher reads the durable event log at its own pace, so a slow consumer
+   * never slows the engine. Errors: NOT_FOUND; OUT_OF_RANGE (reason
+   * EVENTS_PRUNED) when after_sequence is older than the retention window.
    */
   watchTask: handleServerStreamingCall<WatchTaskRequest, WatchTaskResponse>;
 }
@@ -1356,9 +1358,10 @@ export interface TaskServiceClient extends Client {
   /**
    * Streams the task's events: first those after `after_sequence` (replay),
    * then live ones, ending after the task's terminal event. Resume after a
-   * disconnect with the last sequence seen: no gaps, no duplicates.
-   * Errors: NOT_FOUND; ABORTED when the consumer fell too far behind (resume
-   * from the sequence in the ErrorInfo metadata "last_sequence").
+   * disconnect with the last sequence seen: no gaps, no duplicates. Each
+   * watcher reads the durable event log at its own pace, so a slow consumer
+   * never slows the engine. Errors: NOT_FOUND; OUT_OF_RANGE (reason
+   * EVENTS_PRUNED) when after_sequence is older than the retention window.
    */
   watchTask(request: WatchTaskRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchTaskResponse>;
   watchTask(
