@@ -415,9 +415,6 @@ async def test_circuit_breakers_over_grpcurl(
         .build()
     )
     await client.register_template(yaml)
-    # Let the key's row (written at registration) age out of the sweep's refresh window; see
-    # test_breakers.test_breaker_refresh_does_not_revert_a_newer_local_state (server bug).
-    await asyncio.sleep(1.5)
     async with running_worker(proc.address, ns, {"call": call}):
         task_id = (await client.create_task(ns, "breaker", {})).task_id
         async with asyncio.timeout(10):

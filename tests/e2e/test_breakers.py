@@ -34,7 +34,6 @@ from tests.support.server import RunningServer, ServerProcess
 NS = "breakers"
 ACTOR = "ops-bob"
 # engine._refresh_shared_state re-reads rows updated since its previous run minus 1 s.
-REFRESH_WINDOW = 1.5
 
 
 @pytest_asyncio.fixture
@@ -106,13 +105,11 @@ def template(name: str, key: str, threshold: int, reset: float) -> str:
 
 
 async def register_settled(client: Client, *yamls: str) -> None:
-    """Registers templates, then waits until their breaker rows (written closed at registration)
-    are older than the sweep's refresh window, so a refresh cannot re-apply them over a breaker
-    that just opened (the bug pinned by test_breaker_refresh_does_not_revert_a_newer_local_state).
-    """
+    """Registers templates. (No settling wait: a breaker refresh never re-applies a row older
+    than the replica's own latest change — test_breaker_refresh_does_not_revert_a_newer_local_state
+    pins that.)"""
     for yaml in yamls:
         await client.register_template(yaml)
-    await asyncio.sleep(REFRESH_WINDOW)
 
 
 class Downstream:
@@ -311,14 +308,6 @@ async def _count(events: list[Event], name: str, n: int) -> bool:
     return sum(e.event_name == name for e in events) >= n
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: the sweep's breaker refresh (engine.load_breakers via "
-    "_refresh_shared_state) applies any row updated in the last ~1 s over the in-memory state, so "
-    "a row read before the outcome transaction that opened the breaker commits puts it back to "
-    "CLOSED: GetCircuitBreakers says closed and the key's steps are dispatched while the DB says "
-    "open",
-)
 async def test_breaker_refresh_does_not_revert_a_newer_local_state(
     server: RunningServer, client: Client
 ) -> None:

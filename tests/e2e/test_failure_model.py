@@ -617,11 +617,6 @@ async def test_illegal_and_unknown_admin_actions_are_refused(
     assert not [t for t in after.proto.transitions if t.actor == ACTOR]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: StepAttempt.start_time is the step's first start_time for every attempt "
-    "(store/outcomes.py _attempt uses step.start_time), not when that attempt's lease was acked",
-)
 async def test_attempt_history_start_time_is_per_attempt(
     server: RunningServer, client: Client
 ) -> None:

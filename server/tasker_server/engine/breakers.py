@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pybreaker
@@ -70,6 +70,7 @@ class _Listener(pybreaker.CircuitBreakerListener):
         new = _STATES.get(getattr(new_state, "name", ""), "closed")
         if old != new and not self.owner.applying:
             self.owner.changes.append(Change(str(cb.name), old, new))
+            self.owner.changed_at[str(cb.name)] = datetime.now(UTC)
 
 
 class Breakers:
@@ -79,6 +80,8 @@ class Breakers:
         self._trials: dict[str, str] = {}  # key -> lease id of the half-open trial
         self._listener = _Listener(self)
         self.changes: list[Change] = []
+        # When each key last changed here: rows older than that are stale echoes, not news.
+        self.changed_at: dict[str, datetime] = {}
         # True while applying state read from the database: not a change of ours to persist.
         self.applying = False
 
@@ -170,8 +173,14 @@ class Breakers:
         self._trials.pop(key, None)
         breaker.close()
 
-    def apply(self, key: str, state: str, opened_at: datetime | None) -> None:
-        """State read from the database (a restart, or another replica's change)."""
+    def apply(
+        self, key: str, state: str, opened_at: datetime | None, updated: datetime | None = None
+    ) -> None:
+        """State read from the database (a restart, or another replica's change). A row written
+        before this replica's own latest change of the key is ignored: it is older news."""
+        local = self.changed_at.get(key)
+        if local is not None and (updated is None or updated <= local):
+            return
         breaker = self._get(key)
         if _STATES[breaker.current_state] == state:
             return

@@ -511,7 +511,7 @@ class Engine:
             rows = await load_breakers(s, since)
         for row in rows:
             self.breakers.configure(row.key, row.failure_threshold, row.reset_timeout_seconds)
-            self.breakers.apply(row.key, row.state, row.opened_time)
+            self.breakers.apply(row.key, row.state, row.opened_time, row.update_time)
 
     def _hand_out(self, session: WorkerSession, claimed: list[ClaimedStep]) -> None:
         now = time.monotonic()

@@ -337,7 +337,8 @@ def _attempt(
         "message": error.get("message"),
         "backtrace": error.get("backtrace"),
         "metadata_": error.get("metadata") or {},
-        "start_time": step.start_time or now,
+        # An in-progress step's row last changed when this attempt was acknowledged.
+        "start_time": step.update_time if step.state == StepState.IN_PROGRESS else now,
         "end_time": now,
     }
 
