@@ -91,7 +91,9 @@ test:
 	$(MAKE) test-ruby
 
 # ---------------------------------------------------------------- run
-run: install
+# The server needs only the Python environment (no npm, no apt): a fresh clone serves as soon as
+# pip is done.
+run: $(VENV_STAMP)
 	$(VENV)/bin/tasker serve --listen $(LISTEN)
 
 bench: install
