@@ -15,6 +15,7 @@ export DEBIAN_FRONTEND := noninteractive
 
 # Install stamps: re-run an install step only when its inputs change.
 VENV_STAMP  := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-runtime
 TOOLS_STAMP := tools/node_modules/.installed
 NODE_STAMP  := sdk-node/node_modules/.installed
 
@@ -37,8 +38,13 @@ help:
 install-system:
 	bash scripts/install-system.sh
 
-$(VENV_STAMP): pyproject.toml sdk-python/pyproject.toml
+# Runtime only (what `make run` needs), then the development extras on top.
+$(SERVE_STAMP): pyproject.toml sdk-python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e sdk-python -e .
+	touch $@
+
+$(VENV_STAMP): $(SERVE_STAMP)
 	$(PY) -m pip install -q -e sdk-python -e '.[dev]'
 	touch $@
 
@@ -93,7 +99,7 @@ test:
 # ---------------------------------------------------------------- run
 # The server needs only the Python environment (no npm, no apt): a fresh clone serves as soon as
 # pip is done.
-run: $(VENV_STAMP)
+run: $(SERVE_STAMP)
 	$(VENV)/bin/tasker serve --listen $(LISTEN)
 
 bench: install
