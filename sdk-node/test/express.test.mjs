@@ -28,7 +28,7 @@ after(async () => {
 const post = (path, body, headers = {}) =>
   fetch(base + path, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
 
-test("POST /tasks runs the task on the in-process worker; events reach the EventEmitter", async () => {
+test("POST /tasks runs the task on the in-process worker; events reach the EventEmitter", { timeout: 90_000 }, async () => {
   const completed = [];
   built.events.on("task.completed", (e) => completed.push(e.taskId));
 
@@ -49,7 +49,7 @@ test("POST /tasks runs the task on the in-process worker; events reach the Event
   assert.equal((await again.json()).taskId, taskId);
 });
 
-test("SDK errors become HTTP errors with the server's field violations", async () => {
+test("SDK errors become HTTP errors with the server's field violations", { timeout: 90_000 }, async () => {
   const bad = await post("/tasks", { name: 5 });
   assert.equal(bad.status, 400);
   const body = await bad.json();

@@ -39,24 +39,25 @@ export function freePort() {
 }
 
 /** Start `tasker serve`; resolves once a client can reach it. Returns { address, stop }. */
-export async function startServer() {
+export async function startServer({ address, dir } = {}) {
   if (!fs.existsSync(taskerBin)) throw new Error(`server executable not found: ${taskerBin} (run make install)`);
-  const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), "tasker-node-sdk-"));
-  const address = `127.0.0.1:${await freePort()}`;
+  const tmpDir = dir ?? fs.mkdtempSync(path.join(os.tmpdir(), "tasker-node-sdk-"));
+  address ??= `127.0.0.1:${await freePort()}`;
   const args = ["serve", "--listen", address, "--database-url", `sqlite+aiosqlite:///${path.join(tmpDir, "t.db")}`];
   for (const [k, v] of Object.entries(FAST_TIMERS)) args.push(`--${k}`, v);
   const child = spawn(taskerBin, args, { stdio: ["ignore", "ignore", "pipe"] });
   let output = "";
   child.stderr.on("data", (d) => (output += d));
   const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
-  const stop = async () => {
+  /** SIGTERM (or `signal`), wait for the exit; `keep` leaves the database for a restart. */
+  const stop = async ({ signal = "SIGTERM", keep = false } = {}) => {
     if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM");
+      child.kill(signal);
       const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
       await exited;
       clearTimeout(timer);
     }
-    fs.rmSync(tmpDir, { recursive: true, force: true });
+    if (!keep) fs.rmSync(tmpDir, { recursive: true, force: true });
   };
   try {
     const client = await sdk.Client.connect(address, { timeoutMs: 20_000 });
@@ -65,7 +66,7 @@ export async function startServer() {
     await stop();
     throw new Error(`server did not start: ${error.message}\n${output}`);
   }
-  return { address, stop, output: () => output };
+  return { address, dir: tmpDir, stop, output: () => output };
 }
 
 export function templateYaml({ name, namespace, steps }) {

@@ -105,7 +105,7 @@ const run = async (name, context = { input: 1 }) => {
   return client.waitForTask(task.taskId, { timeoutMs: 30_000 });
 };
 
-test("a class handler gets its dependency's result; the span's parent is the creator's span", async () => {
+test("a class handler gets its dependency's result; the span's parent is the creator's span", { timeout: 90_000 }, async () => {
   const parent = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", traceFlags: 1 };
   const created = await otel.context.with(otel.trace.setSpanContext(otel.ROOT_CONTEXT, parent), () =>
     client.createTask(NS, "chain", { input: 1 }),
@@ -123,7 +123,7 @@ test("a class handler gets its dependency's result; the span's parent is the cre
   }
 });
 
-test("bad handlers get clear, classified failures and the worker keeps running", async () => {
+test("bad handlers get clear, classified failures and the worker keeps running", { timeout: 90_000 }, async () => {
   const [str, big, circ, forever] = await Promise.all(["throws_string", "bigint", "circular", "forever"].map((n) => run(n)));
   const err = (task) => task.step("s").lastError;
   assert.equal(str.state, "failed");
@@ -146,7 +146,7 @@ test("bad handlers get clear, classified failures and the worker keeps running",
   assert.equal(worker.connected, true);
 });
 
-test("cancelling a task aborts the handler's signal and reports nothing", async () => {
+test("cancelling a task aborts the handler's signal and reports nothing", { timeout: 90_000 }, async () => {
   const task = await client.createTask(NS, "waits", {});
   await cancelStartedP;
   await client.cancelTask(task.taskId, { reason: "test" });

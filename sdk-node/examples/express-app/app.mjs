@@ -9,6 +9,7 @@
 // - GET  /tasks/:id/wait   long-polls until the task ends, through the EventEmitter bridge
 // The worker runs in the same process; task events are bridged to an EventEmitter
 // (`bridgeEvents`), so any part of the app can listen: events.on("task.completed", ...).
+import { setTimeout as delay } from "node:timers/promises";
 import express from "express";
 import { Client, Worker, bridgeEvents, TaskerError, InvalidArgumentError, NotFoundError, TERMINAL_EVENTS, TERMINAL_TASK_STATES } from "@tasker/sdk";
 
@@ -73,8 +74,11 @@ export async function createApp({ address, namespace = "express_demo", waitTimeo
     ended.catch(() => undefined);
     try {
       let task = await client.getTask(taskId);
-      if (!TERMINAL_TASK_STATES.has(task.state)) {
-        await ended;
+      const deadline = Date.now() + waitTimeoutMs;
+      while (!TERMINAL_TASK_STATES.has(task.state) && Date.now() < deadline) {
+        // The terminal event normally wakes us; the periodic look covers a bridge that was not
+        // yet live when the task ended (it starts at the live end of the log).
+        await Promise.race([ended, delay(1_000)]).catch(() => undefined);
         task = await client.getTask(taskId);
       }
       res.json(view(task));

@@ -80,6 +80,8 @@ export interface WatchEventsOptions {
   eventNames?: string[];
   /** Replay after this sequence; 0 replays the retained log; -1 starts at the live end. */
   afterSequence?: number;
+  /** Aborting it ends the iteration (the stream is cancelled). */
+  signal?: AbortSignal;
 }
 
 function requireString(value: unknown, name: string): string {
@@ -116,6 +118,10 @@ function jsonObject(value: unknown, name: string): Record<string, unknown> {
     if (error instanceof NotJsonError) throw argumentError(error.path, error.message.slice(error.path.length + 1));
     throw error;
   }
+}
+
+function checkSignal(signal: unknown): void {
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw argumentError("signal", "must be an AbortSignal");
 }
 
 function sequenceNumber(value: unknown, name: string, min: number): number {
@@ -330,11 +336,16 @@ export class Client {
   private async *resumable(
     open: (after: number) => grpc.ClientReadableStream<{ event?: import("../generated/tasker/v1/resources").Event }>,
     afterSequence: number,
+    signal?: AbortSignal,
   ): AsyncGenerator<Event, void, undefined> {
     let last = afterSequence;
     const backoff = new Backoff(200, 5_000);
-    for (;;) {
+    while (!signal?.aborted) {
       const call = open(last);
+      // An async generator's return() waits for a pending next(): cancelling the call is what
+      // ends an iteration that is waiting for the next event.
+      const cancel = () => call.cancel();
+      signal?.addEventListener("abort", cancel, { once: true });
       try {
         for await (const message of call) {
           if (!message.event) continue;
@@ -345,14 +356,16 @@ export class Client {
         }
         return;
       } catch (raw) {
+        if (signal?.aborted) return;
         const error = fromRpcError(raw);
         if (error.code === undefined || !RESUMABLE.has(error.code) || backoff.failures >= MAX_STREAM_RETRIES) {
           throw error;
         }
         // On ABORTED the server names its own resume point, but the last event actually
         // received is the one that guarantees neither gap nor duplicate.
-        await sleep(backoff.nextDelayMs());
+        await sleep(backoff.nextDelayMs(), signal);
       } finally {
+        signal?.removeEventListener("abort", cancel);
         call.cancel();
       }
     }
@@ -362,10 +375,11 @@ export class Client {
    * The task's events (replayed after `afterSequence`, then live), ending after its terminal
    * event. Resumes transparently after a dropped connection (UNAVAILABLE / ABORTED).
    */
-  watchTask(taskId: string, options: { afterSequence?: number } = {}): AsyncGenerator<Event, void, undefined> {
+  watchTask(taskId: string, options: { afterSequence?: number; signal?: AbortSignal } = {}): AsyncGenerator<Event, void, undefined> {
     requireString(taskId, "taskId");
     const after = sequenceNumber(options.afterSequence, "afterSequence", 0);
-    return this.resumable((afterSequence) => this.tasks.watchTask({ taskId, afterSequence }, this.md()), after);
+    checkSignal(options.signal);
+    return this.resumable((afterSequence) => this.tasks.watchTask({ taskId, afterSequence }, this.md()), after, options.signal);
   }
 
   /** All matching events, never ending on its own; resumes like watchTask. */
@@ -373,9 +387,11 @@ export class Client {
     const namespaces = strings(options.namespaces, "namespaces");
     const eventNames = strings(options.eventNames, "eventNames");
     const after = sequenceNumber(options.afterSequence, "afterSequence", -1);
+    checkSignal(options.signal);
     return this.resumable(
       (afterSequence) => this.events.watchEvents({ namespaces, eventNames, afterSequence }, this.md()),
       after,
+      options.signal,
     );
   }
 
@@ -392,7 +408,7 @@ export class Client {
     const stop = new AbortController();
     const work = (async () => {
       while (!stop.signal.aborted) {
-        const events = this.watchTask(taskId);
+        const events = this.watchTask(taskId, { signal: stop.signal });
         try {
           for await (const event of events) {
             if (stop.signal.aborted) break;

@@ -14,6 +14,7 @@ import type { Event } from "./models";
 export class TaskEventBridge extends EventEmitter {
   private readonly stream: AsyncGenerator<Event, void, undefined>;
   private closed = false;
+  private readonly abort = new AbortController();
   /** Sequence of the last event emitted. */
   lastSequence = 0;
   /** Settles when the bridge stops (close() or a stream error). */
@@ -21,7 +22,7 @@ export class TaskEventBridge extends EventEmitter {
 
   constructor(client: Client, options: WatchEventsOptions = {}) {
     super();
-    this.stream = client.watchEvents({ afterSequence: -1, ...options });
+    this.stream = client.watchEvents({ afterSequence: -1, ...options, signal: this.abort.signal });
     this.done = this.pump();
   }
 
@@ -67,7 +68,7 @@ export class TaskEventBridge extends EventEmitter {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.stream.return(undefined);
+    this.abort.abort();
     await this.done;
   }
 }
