@@ -19,7 +19,7 @@ SERVE_STAMP := $(VENV)/.installed-runtime
 TOOLS_STAMP := tools/node_modules/.installed
 NODE_STAMP  := sdk-node/node_modules/.installed
 
-.PHONY: help install install-system gen check-gen lint breaking test test-python test-node \
+.PHONY: help install install-system gen check-gen lint breaking test test-python test-node build-node \
         test-ruby run bench clean
 
 help:
@@ -74,11 +74,14 @@ lint: install
 breaking: install
 	bash scripts/breaking.sh
 
-test-python: install
+# The Python suite drives the Node conformance worker and packs the Node SDK: build it first.
+build-node: install
+	cd sdk-node && npm run build
+
+test-python: build-node
 	$(TEST_ENV) $(PY) -m pytest -q
 
-test-node: install
-	cd sdk-node && npm run build
+test-node: build-node
 	cd sdk-node && ../$(TEST_ENV) npm test
 
 test-ruby:
