@@ -10,7 +10,7 @@ import grpc
 
 from tasker_server.api.errors import status_for
 
-__all__ = ["ErrorInterceptor"]
+__all__ = ["ErrorInterceptor", "wrap_handler"]
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
@@ -49,6 +49,33 @@ def _wrap_stream(
     return handler
 
 
+Wrapper = Callable[[Any], Any]
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler,
+    *,
+    unary: Wrapper,
+    stream: Wrapper,
+    client_streams: bool = True,
+) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour wrapped: ``unary`` for handlers that return one
+    response, ``stream`` for those that yield responses (async generators). With
+    ``client_streams=False`` handlers reading a request stream are left as they are."""
+    deser, ser = handler.request_deserializer, handler.response_serializer
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), deser, ser)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), deser, ser)
+    if not client_streams:
+        return handler
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), deser, ser)
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), deser, ser)
+    return handler
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Maps domain errors to statuses and hides unexpected ones behind INTERNAL."""
 
@@ -60,19 +87,4 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        deser, ser = handler.request_deserializer, handler.response_serializer
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), deser, ser)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary), deser, ser
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream), deser, ser
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream), deser, ser
-            )
-        return handler
+        return wrap_handler(handler, unary=_wrap_unary, stream=_wrap_stream)

@@ -25,6 +25,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
+from tasker_server.api.interceptors import wrap_handler
 from tasker_server.engine.engine import Engine
 from tasker_server.logs import bind
 from tasker_server.store.stats import task_correlation_id
@@ -195,11 +196,5 @@ class TaskContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        deser, ser = handler.request_deserializer, handler.response_serializer
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), deser, ser)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream), deser, ser
-            )
-        return handler  # client streams carry many tasks (worker Connect): no single context
+        # Client streams carry many tasks (worker Connect): no single context to bind.
+        return wrap_handler(handler, unary=self._unary, stream=self._stream, client_streams=False)
