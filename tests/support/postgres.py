@@ -40,7 +40,10 @@ def _free_port() -> int:
 class PostgresCluster:
     """``start()`` → ``url(dbname)`` … → ``stop()``. Superuser ``postgres``, trust auth."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
+        # durable=False trades crash safety for speed (tests); benchmarks that claim durability
+        # keep PostgreSQL's defaults (fsync, full_page_writes, synchronous_commit on).
+        self.durable = durable
         self.bin_dir = bin_dir
         self.port = _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="tasker-pg-"))
@@ -65,7 +68,7 @@ class PostgresCluster:
             "trust",
             "-E",
             "UTF8",
-            "--no-sync",
+            *([] if self.durable else ["--no-sync"]),
         )
         self._log = open(self.dir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
         self._proc = subprocess.Popen(
@@ -81,13 +84,19 @@ class PostgresCluster:
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
-                "fsync=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
                 "max_connections=200",
+                *(
+                    []
+                    if self.durable
+                    else [
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "full_page_writes=off",
+                        "-c",
+                        "synchronous_commit=off",
+                    ]
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=self._log,
