@@ -197,6 +197,7 @@ class App:
             await self._stopped.wait()
             return
         self._stopping = True
+        self.engine.shutting_down = True
         log.info("tasker shutting down")
         if self._health_task is not None:
             self._health_task.cancel()

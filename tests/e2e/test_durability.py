@@ -145,3 +145,26 @@ async def test_server_killed_mid_run_restarts_and_every_task_completes_once(
                 if t.step_name == step.name and t.to_state == "complete"
             ]
             assert len(completions) == 1, (task_id, step.name)
+
+
+async def test_graceful_server_restart_keeps_running_leases(db_url: str) -> None:
+    """SIGTERM is not a crash: a handler running across a server restart reports to the new
+    server and its result counts; the step is not re-run."""
+    proc = ServerProcess(db_url).start()
+    worker = await spawn_sum_worker(proc.address, NS, sleep=2.0, worker_id="steady")
+    try:
+        async with await Client.connect(proc.address, timeout=10) as client:
+            await client.register_template(sum_template("one", NS, {"a": []}))
+            task = await client.create_task(NS, "one", {"input": 4})
+            await _wait_step_state(client, task.task_id, "a", "in_progress")
+            assert proc.stop() == 0
+            proc.start()
+            done = await client.wait_for_task(task.task_id, timeout=30)
+    finally:
+        stop_process(worker)
+        proc.stop()
+    assert done.state == "complete"
+    assert done.result == {"a": {"value": 5}}
+    step = done.step("a")
+    assert step.attempts == 1
+    assert [a.outcome for a in step.proto.attempt_history] == ["complete"]

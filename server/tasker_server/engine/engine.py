@@ -102,6 +102,7 @@ class Engine:
         self._listener = ChangeListener(db, self._changed_elsewhere)
         self._subscribers: list[Callable[[list[dict[str, Any]]], None]] = []
         self._ack_timer: asyncio.TimerHandle | None = None
+        self.shutting_down = False
         # -- observability (issue 5): tick timing hook and event-retention throttle --
         self.tick_observers: list[Callable[[float, bool], None]] = []
         self._next_prune = 0.0
@@ -192,7 +193,9 @@ class Engine:
         if self.sessions.get(session.worker_id) is session:
             del self.sessions[session.worker_id]
         # A dead stream cannot be trusted to deliver cancellations or results: hand its work back.
-        for lease in list(session.leases.values()):
+        # Not when this server is shutting down: its workers keep running their handlers and
+        # report to the next server (same lease ids, still valid in the database).
+        for lease in [] if self.shutting_down else list(session.leases.values()):
             self._lease_owner.pop(lease.lease_id, None)
             kind = OutcomeKind.EXPIRE if lease.acked else OutcomeKind.RELEASE
             self._submit(Outcome(lease.lease_id, kind, session.worker_id, message=reason))
