@@ -231,7 +231,7 @@ class Engine:
         # Acknowledgements do not wake the engine by themselves: the result of a short handler
         # usually follows within milliseconds and both then go into one transaction. A timer
         # bounds how late a long handler's ack (and its step.started event) is written.
-        self._ops.put_nowait(("ack", (lease_id, session.worker_id), None))
+        self._ops.put_nowait(("ack", (lease_id, session.worker_id, lease.correlation_id), None))
         if self._ack_timer is None:
             self._ack_timer = asyncio.get_running_loop().call_later(
                 ACK_COALESCE_SECONDS, self._flush_acks
@@ -330,6 +330,7 @@ class Engine:
         result makes one commit per hop of a DAG, however many steps and workers are involved.
         """
         acks = [payload[0] for kind, payload, _ in batch if kind == "ack"]
+        correlation_ids = {payload[0]: payload[2] for kind, payload, _ in batch if kind == "ack"}
         outcomes = [payload for kind, payload, _ in batch if kind == "outcome"]
         dispatch, self._dispatch_needed = self._dispatch_needed, False
         admit, self._admit = self._admit, False
@@ -339,7 +340,7 @@ class Engine:
         result = None
         async with self.db.session() as s:
             journal = Journal()
-            await start_leases(s, journal, acks)
+            await start_leases(s, journal, acks, correlation_ids=correlation_ids)
             if outcomes:
                 result = await apply_outcomes(s, journal, outcomes, self._rng, self._factors)
                 dispatch = dispatch or result.wake
@@ -522,7 +523,9 @@ class Engine:
             if session.closed:
                 self._submit(Outcome(c.lease_id, OutcomeKind.RELEASE, session.worker_id))
                 continue
-            session.leases[c.lease_id] = Lease(c.lease_id, c.step_id, c.task_id, offered_at=now)
+            session.leases[c.lease_id] = Lease(
+                c.lease_id, c.step_id, c.task_id, offered_at=now, correlation_id=c.correlation_id
+            )
             self._lease_owner[c.lease_id] = session
             session.outbound.put_nowait(c)
 

@@ -24,6 +24,7 @@ class Lease:
     offered_at: float
     acked: bool = False
     last_heartbeat: float = 0.0
+    correlation_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import Table, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tasker_server.domain.states import StepState, TaskState, allowed_step_sources
@@ -169,15 +169,7 @@ async def claim_steps(
     now = journal.now
     paused = select(Namespace.name).where(Namespace.paused.is_(True))
     query = (
-        select(
-            Step.id,
-            Step.task_id,
-            Step.state,
-            Step.attempts,
-            Step.timeout_seconds,
-            Task.max_parallel_steps,
-            Task.in_flight,
-        )
+        select(Step, Task)
         .join(Task, Task.id == Step.task_id)
         .where(
             Step.state.in_(_READY_STATES),
@@ -200,71 +192,93 @@ async def claim_steps(
         query = query.with_for_update(of=[Step.__table__, Task.__table__], skip_locked=True)
     candidates = (await session.execute(query)).all()
 
+    # max_parallel_steps: at most (limit - in flight) new leases per task in this claim.
     room: dict[int, int] = {}
-    chosen = []
-    for step_id, task_id, state, attempts, timeout, max_parallel, in_flight in candidates:
-        if task_id not in room:
-            room[task_id] = (max_parallel - in_flight) if max_parallel is not None else 1 << 30
-        if room[task_id] <= 0:
+    chosen: list[tuple[Step, Task]] = []
+    for step, task in candidates:
+        if task.id not in room:
+            cap = task.max_parallel_steps
+            room[task.id] = (cap - task.in_flight) if cap is not None else 1 << 30
+        if room[task.id] <= 0:
             continue
-        room[task_id] -= 1
-        chosen.append((step_id, task_id, state, attempts, in_flight, timeout))
+        room[task.id] -= 1
+        chosen.append((step, task))
     if not chosen:
         return []
 
     # Hard deadline: the worker enforces the step timeout; this backstops workers and replicas
     # that vanished without a trace.
-    deadlines = {c[0]: now + timedelta(seconds=c[5] + lease_extra_seconds) for c in chosen}
-    leases = {step_id: str(uuid.uuid4()) for step_id, *_ in chosen}
+    deadlines = {
+        step.id: now + timedelta(seconds=step.timeout_seconds + lease_extra_seconds)
+        for step, _ in chosen
+    }
+    leases = {step.id: str(uuid.uuid4()) for step, _ in chosen}
     await session.execute(
-        update(Step),
+        _LEASE_STEP,
         [
             {
-                "id": step_id,
-                "state": StepState.ENQUEUED,
-                "lease_id": leases[step_id],
-                "lease_expires_at": deadlines[step_id],
-                "worker_id": worker_id,
-                "update_time": now,
+                "b_id": step.id,
+                "b_lease": leases[step.id],
+                "b_expires": deadlines[step.id],
+                "b_worker": worker_id,
+                "b_now": now,
             }
-            for step_id, *_ in chosen
+            for step, _ in chosen
         ],
     )
     added: dict[int, int] = {}
-    base_in_flight: dict[int, int] = {}
-    for step_id, task_id, state, _attempts, in_flight, _timeout in chosen:
-        added[task_id] = added.get(task_id, 0) + 1
-        base_in_flight[task_id] = in_flight
+    tasks: dict[int, Task] = {}
+    for step, task in chosen:
+        added[task.id] = added.get(task.id, 0) + 1
+        tasks[task.id] = task
         journal.transition(
-            task_id=task_id,
-            step_id=step_id,
-            from_state=state,
+            task_id=task.id,
+            step_id=step.id,
+            from_state=step.state,
             to_state=StepState.ENQUEUED,
             event="claim",
             actor=f"worker:{worker_id}",
         )
     await session.execute(
-        update(Task),
+        _ADD_IN_FLIGHT,
         [
-            {"id": task_id, "in_flight": base_in_flight[task_id] + n, "update_time": now}
+            {"b_id": task_id, "b_in_flight": tasks[task_id].in_flight + n, "b_now": now}
             for task_id, n in added.items()
         ],
     )
-    return await _contexts(session, [c[0] for c in chosen], leases, deadlines)
+    return await _contexts(session, chosen, leases, deadlines)
+
+
+# Core executemany statements for the claim's writes (cheaper than ORM bulk updates on the hot
+# path; the rows were locked by the candidate query, so no state guard is needed here).
+_steps = cast(Table, Step.__table__)
+_tasks = cast(Table, Task.__table__)
+_LEASE_STEP = (
+    update(_steps)
+    .where(_steps.c.id == bindparam("b_id"))
+    .values(
+        state=StepState.ENQUEUED.value,
+        lease_id=bindparam("b_lease"),
+        lease_expires_at=bindparam("b_expires"),
+        worker_id=bindparam("b_worker"),
+        update_time=bindparam("b_now"),
+    )
+)
+_ADD_IN_FLIGHT = (
+    update(_tasks)
+    .where(_tasks.c.id == bindparam("b_id"))
+    .values(in_flight=bindparam("b_in_flight"), update_time=bindparam("b_now"))
+)
 
 
 async def _contexts(
     session: AsyncSession,
-    step_ids: list[int],
+    chosen: list[tuple[Step, Task]],
     leases: dict[int, str],
     deadlines: dict[int, datetime],
 ) -> list[ClaimedStep]:
-    """Execution contexts of claimed steps: two queries, whatever their number."""
-    rows = (
-        await session.execute(
-            select(Step, Task).join(Task, Task.id == Step.task_id).where(Step.id.in_(step_ids))
-        )
-    ).all()
+    """Execution contexts of claimed steps: one query for all their dependencies' results."""
+    step_ids = [step.id for step, _ in chosen]
     deps: dict[int, list[DependencyRow]] = {}
     parent = Step.__table__.alias("parent")
     dep_rows = await session.execute(
@@ -274,39 +288,35 @@ async def _contexts(
     )
     for child_id, name, state, result in dep_rows.all():
         deps.setdefault(child_id, []).append(DependencyRow(name, state, result))
-    out = []
-    for step, task in rows:
-        out.append(
-            ClaimedStep(
-                lease_id=leases[step.id],
-                lease_deadline=deadlines[step.id],
-                step_id=step.id,
-                name=step.name,
-                handler=step.handler,
-                position=step.position,
-                attempt=step.attempts + 1,
-                max_attempts=step.max_attempts,
-                timeout_seconds=step.timeout_seconds,
-                config=step.config,
-                task_id=task.id,
-                namespace=task.namespace,
-                template_name=task.template_name,
-                template_version=task.template_version,
-                context=task.context,
-                correlation_id=task.correlation_id,
-                priority=task.priority,
-                tags=task.tags,
-                total_steps=task.total_steps,
-                trace_parent=task.trace_parent,
-                trace_state=task.trace_state,
-                dependencies=tuple(deps.get(step.id, ())),
-                is_fallback=step.is_fallback,
-                breaker_key=step.breaker_key,
-            )
+    return [
+        ClaimedStep(
+            lease_id=leases[step.id],
+            lease_deadline=deadlines[step.id],
+            step_id=step.id,
+            name=step.name,
+            handler=step.handler,
+            position=step.position,
+            attempt=step.attempts + 1,
+            max_attempts=step.max_attempts,
+            timeout_seconds=step.timeout_seconds,
+            config=step.config,
+            task_id=task.id,
+            namespace=task.namespace,
+            template_name=task.template_name,
+            template_version=task.template_version,
+            context=task.context,
+            correlation_id=task.correlation_id,
+            priority=task.priority,
+            tags=task.tags,
+            total_steps=task.total_steps,
+            trace_parent=task.trace_parent,
+            trace_state=task.trace_state,
+            dependencies=tuple(deps.get(step.id, ())),
+            is_fallback=step.is_fallback,
+            breaker_key=step.breaker_key,
         )
-    order = {step_id: i for i, step_id in enumerate(step_ids)}
-    out.sort(key=lambda c: order[c.step_id])
-    return out
+        for step, task in chosen
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,9 +329,16 @@ class StartedStep:
 
 
 async def start_leases(
-    session: AsyncSession, journal: Journal, lease_ids: list[str], worker_id: str = ""
+    session: AsyncSession,
+    journal: Journal,
+    lease_ids: list[str],
+    worker_id: str = "",
+    correlation_ids: dict[str, str | None] | None = None,
 ) -> list[StartedStep]:
-    """ENQUEUED -> IN_PROGRESS for acknowledged leases; the attempt is counted here."""
+    """ENQUEUED -> IN_PROGRESS for acknowledged leases; the attempt is counted here.
+
+    ``correlation_ids`` (by lease, known to the dispatcher since the claim) spares a read of the
+    tasks for the events; leases missing from it are looked up."""
     if not lease_ids:
         return []
     rows = (
@@ -338,25 +355,29 @@ async def start_leases(
                 update_time=journal.now,
             )
             .returning(
-                Step.lease_id, Step.id, Step.task_id, Step.name, Step.attempts, Step.worker_id
+                Step.lease_id,
+                Step.id,
+                Step.task_id,
+                Step.name,
+                Step.attempts,
+                Step.worker_id,
+                Step.namespace,
             )
             .execution_options(synchronize_session=False)
         )
     ).all()
     if not rows:
         return []
-    tasks = {
-        t.id: t
-        for t in (
-            await session.execute(
-                select(Task.id, Task.namespace, Task.correlation_id).where(
-                    Task.id.in_({r.task_id for r in rows})
-                )
-            )
-        ).all()
-    }
+    known = correlation_ids or {}
+    unknown = {r.task_id for r in rows if r.lease_id not in known}
+    correlation: dict[int, str | None] = {}
+    if unknown:
+        found = await session.execute(
+            select(Task.id, Task.correlation_id).where(Task.id.in_(unknown))
+        )
+        correlation = {task_id: corr for task_id, corr in found.all()}
     started = []
-    for lease_id, step_id, task_id, name, attempt, holder in rows:
+    for lease_id, step_id, task_id, name, attempt, holder, namespace in rows:
         started.append(StartedStep(lease_id or "", step_id, task_id, name, attempt))
         journal.transition(
             task_id=task_id,
@@ -366,12 +387,11 @@ async def start_leases(
             event="ack",
             actor=f"worker:{holder or worker_id}",
         )
-        task = tasks.get(task_id)
         journal.event(
             "step.started",
             task_id=task_id,
-            namespace=task.namespace if task else None,
-            correlation_id=task.correlation_id if task else None,
+            namespace=namespace,
+            correlation_id=known[lease_id] if lease_id in known else correlation.get(task_id),
             step_name=name,
             metadata={"attempt": attempt, "worker_id": holder or worker_id},
         )

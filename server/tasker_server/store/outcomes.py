@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tasker_server.domain.retry import BackoffFactors, ErrorClass, RetryAction, RetryPolicy, decide
@@ -124,6 +124,7 @@ async def apply_outcomes(
         tasks[locked_task.id] = locked_task
 
     step_updates: list[dict[str, Any]] = []
+    rows_by_id = {step.id: step for step in rows.values()}
     attempts: list[dict[str, Any]] = []
     satisfied_ids: list[int] = []
     deltas: dict[int, TaskDelta] = {}
@@ -299,7 +300,9 @@ async def apply_outcomes(
         out.verdicts.append(Verdict(o.lease_id, True))
 
     if step_updates:
-        await session.execute(update(Step), step_updates)
+        await session.execute(
+            _UPDATE_STEP, [_full_row(rows_by_id[r["id"]], r) for r in step_updates]
+        )
     if attempts:
         await session.execute(insert(StepAttempt), attempts)
     if satisfied_ids:
@@ -341,6 +344,38 @@ def _attempt(
         "start_time": step.update_time if step.state == StepState.IN_PROGRESS else now,
         "end_time": now,
     }
+
+
+# Every column an outcome may change. Rows are completed from the locked step's current values so
+# that one Core executemany writes them all (cheaper than the ORM's bulk update on this hot path).
+_STEP_FIELDS = (
+    "state",
+    "result",
+    "last_error",
+    "ready_at",
+    "end_time",
+    "start_time",
+    "lease_id",
+    "lease_expires_at",
+    "worker_id",
+    "attempts",
+    "handler",
+    "is_fallback",
+    "max_attempts",
+    "update_time",
+)
+_steps = cast(Table, Step.__table__)
+_UPDATE_STEP = (
+    update(_steps)
+    .where(_steps.c.id == bindparam("b_id"))
+    .values(**{name: bindparam(f"b_{name}") for name in _STEP_FIELDS})
+)
+
+
+def _full_row(step: Step, changes: dict[str, Any]) -> dict[str, Any]:
+    row = {f"b_{name}": changes.get(name, getattr(step, name)) for name in _STEP_FIELDS}
+    row["b_id"] = step.id
+    return row
 
 
 async def release_children(
