@@ -164,7 +164,11 @@ module Tasker
 
           delay = backoff.next_delay
           @logger.warn("worker stream lost (#{error&.message || 'ended by server'}); reconnecting in #{delay.round(2)}s")
-          @lock.synchronize { @changed.wait(delay) unless @stopped }
+          # Other signals on @changed (a lease finishing) must not cut the backoff short.
+          wake_at = monotonic + delay
+          @lock.synchronize do
+            @changed.wait(wake_at - monotonic) while !@stopped && monotonic < wake_at
+          end
         end
       ensure
         finish_run
