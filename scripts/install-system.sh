@@ -23,6 +23,8 @@ is_installed() {
 # Ruby SDK: runtime, stubs generator (grpc_tools_ruby_protoc) and the well-known
 # .proto files it compiles against (libprotobuf-dev, /usr/include/google/protobuf).
 wanted=(ruby ruby-grpc ruby-grpc-tools ruby-google-protobuf ruby-railties ruby-activesupport ruby-activejob libprotobuf-dev)
+# The TLS tests make a throwaway certificate with the openssl CLI.
+wanted+=(openssl)
 
 # PostgreSQL only when no initdb is around (PATH or Debian's versioned bin dirs).
 if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
