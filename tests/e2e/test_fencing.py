@@ -210,3 +210,45 @@ async def test_silent_worker_is_disconnected_and_its_lease_retried_elsewhere(
     assert [(t.step_name, t.from_state, t.to_state) for t in expired] == [
         ("only", "in_progress", "retrying")
     ]
+
+
+async def test_hung_handler_is_stopped_at_the_lease_deadline_even_with_heartbeats(
+    server: RunningServer,
+) -> None:
+    """A worker that keeps heartbeating but never finishes is cancelled by the server once the
+    lease's hard deadline (ack timeout + step timeout + grace) passes; the attempt counts as a
+    transient StepTimeout and the step is offered again."""
+    async with await Client.connect(server.address, timeout=10) as client:
+        await client.register_template(
+            WorkflowBuilder("hung", NS).step("only", "h", timeout_seconds=1).build()
+        )
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            hung = RawWorker(channel)
+            await hung.connect("hung", [NS], ["h"], capacity=1)
+            try:
+                task = await client.create_task(NS, "hung", {"input": 1})
+                first = (await hung.next("assignment")).assignment
+                hung.send(ack=wpb.AssignmentAck(lease_id=first.lease_id))
+                beat = asyncio.create_task(_heartbeat_forever(hung, first.lease_id))
+                try:
+                    cancel = (await hung.next("cancellation", timeout=15)).cancellation
+                finally:
+                    beat.cancel()
+                assert (cancel.lease_id, cancel.reason) == (first.lease_id, "timed_out")
+                second = (await hung.next("assignment", timeout=15)).assignment
+                assert second.lease_id != first.lease_id
+                assert second.context.step.attempt == 2
+                hung.send(ack=wpb.AssignmentAck(lease_id=second.lease_id))
+                hung.send(result=wpb.StepSuccess(lease_id=second.lease_id))
+                done = await client.wait_for_task(task.task_id, timeout=15)
+            finally:
+                await hung.close()
+    step = done.step("only")
+    outcomes = [(a.outcome, a.error.error_type) for a in step.proto.attempt_history]
+    assert outcomes == [("lease_expired", "StepTimeout"), ("complete", "")]
+
+
+async def _heartbeat_forever(worker: RawWorker, lease_id: str) -> None:
+    while True:
+        worker.send(heartbeat=wpb.LeaseHeartbeat(lease_ids=[lease_id]))
+        await asyncio.sleep(0.3)

@@ -582,8 +582,23 @@ class Engine:
             self.committed(journal)
             self.cancel_leases(overdue_leases, "deadline_exceeded")
         for lease_id in expired:
-            if lease_id not in self._lease_owner:
-                self._submit(Outcome(lease_id, OutcomeKind.EXPIRE, message="lease deadline passed"))
+            # Past its hard deadline (step timeout + slack): even a worker that still heartbeats
+            # is told to stop, and the attempt counts as a transient failure (timed out).
+            owner = self._lease_owner.pop(lease_id, None)
+            if owner is not None:
+                owner.leases.pop(lease_id, None)
+                owner.outbound.put_nowait(Cancellation(lease_id, "timed_out"))
+            self._submit(
+                Outcome(
+                    lease_id,
+                    OutcomeKind.EXPIRE,
+                    owner.worker_id if owner else "",
+                    # With a live worker the handler overran its timeout; without one, the worker
+                    # or its server replica vanished.
+                    error_type="StepTimeout" if owner else "LeaseExpired",
+                    message="lease deadline passed",
+                )
+            )
         await self._prune_events()  # observability (issue 5): event retention
         await self._refresh_shared_state()
         # Retries whose backoff elapsed become claimable without any write: just look again.
