@@ -69,8 +69,8 @@ class TemplateServiceServicer:
         Errors: INVALID_ARGUMENT with one field violation per problem found
         (YAML syntax with line and column, unknown dependency, cycle naming its
         steps, duplicate step, self-dependency, empty template, bad retry/timeout/
-        breaker settings); ALREADY_EXISTS (same version, different content);
-        RESOURCE_EXHAUSTED (YAML over 256 KiB or more than 1,000 steps).
+        breaker settings, more than 1,000 steps); ALREADY_EXISTS (same version,
+        different content); RESOURCE_EXHAUSTED (YAML over 256 KiB).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

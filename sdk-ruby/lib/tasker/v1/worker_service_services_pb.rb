@@ -49,9 +49,11 @@ module Tasker
         # Opens the worker stream. The first message must be `hello`.
         #
         # Errors (closing the stream): INVALID_ARGUMENT (first message not hello,
-        # capacity < 1 or > 10,000, no handlers); FAILED_PRECONDITION (worker_id
-        # already connected). Per-message problems (stale lease, unknown lease) are
-        # answered on the stream without closing it.
+        # capacity < 1 or > 10,000, no handlers or namespaces). A hello with the
+        # worker_id of a stream that is still open replaces that stream (the same
+        # process reconnecting): its leases move to the new stream. Per-message
+        # problems (stale lease, unknown lease) are answered on the stream without
+        # closing it.
         rpc :Connect, stream(::Tasker::V1::ConnectRequest), stream(::Tasker::V1::ConnectResponse)
         # Extends leases outside a stream: for hosts that hand a leased step to a
         # job queue (e.g. Sidekiq) and run it in another process.

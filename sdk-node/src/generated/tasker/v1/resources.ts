@@ -32,9 +32,12 @@ export const protobufFileName = "tasker/v1/resources.proto";
  * - Authentication: clients may send `authorization: Bearer <token>` metadata
  *   and connect over TLS. Servers before auth is enabled ignore the header.
  *
- * Limits (RESOURCE_EXHAUSTED past them): a task context, a step result and a
- * handler config are each at most 1 MiB serialized; a template has at most
- * 1,000 steps and its YAML at most 256 KiB; a gRPC message is at most 8 MiB.
+ * Limits: a task context is at most 1 MiB serialized (CreateTask answers
+ * RESOURCE_EXHAUSTED past it); a step result at most 1 MiB (a larger one is
+ * refused: the attempt fails permanently with error type ResultTooLarge and the
+ * ack's reason is RESULT_TOO_LARGE); a template's YAML at most 256 KiB
+ * (RESOURCE_EXHAUSTED) with at most 1,000 steps (INVALID_ARGUMENT); a gRPC
+ * message at most 8 MiB.
  */
 
 /**
@@ -401,7 +404,10 @@ export interface StepAttempt {
   attempt: number;
   /** Worker that ran the attempt, if any. */
   workerId: string;
-  /** "complete", "failed", "lease_expired", "cancelled" or "timed_out". */
+  /**
+   * "complete", "failed" or "lease_expired" (the worker or its stream was
+   * lost, or the lease's hard deadline passed).
+   */
   outcome: string;
   /** The failure, when outcome is not "complete". */
   error?:

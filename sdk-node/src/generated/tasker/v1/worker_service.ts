@@ -2513,9 +2513,11 @@ export const WorkerServiceService = {
    * Opens the worker stream. The first message must be `hello`.
    *
    * Errors (closing the stream): INVALID_ARGUMENT (first message not hello,
-   * capacity < 1 or > 10,000, no handlers); FAILED_PRECONDITION (worker_id
-   * already connected). Per-message problems (stale lease, unknown lease) are
-   * answered on the stream without closing it.
+   * capacity < 1 or > 10,000, no handlers or namespaces). A hello with the
+   * worker_id of a stream that is still open replaces that stream (the same
+   * process reconnecting): its leases move to the new stream. Per-message
+   * problems (stale lease, unknown lease) are answered on the stream without
+   * closing it.
    */
   connect: {
     path: "/tasker.v1.WorkerService/Connect" as const,
@@ -2566,9 +2568,11 @@ export interface WorkerServiceServer extends UntypedServiceImplementation {
    * Opens the worker stream. The first message must be `hello`.
    *
    * Errors (closing the stream): INVALID_ARGUMENT (first message not hello,
-   * capacity < 1 or > 10,000, no handlers); FAILED_PRECONDITION (worker_id
-   * already connected). Per-message problems (stale lease, unknown lease) are
-   * answered on the stream without closing it.
+   * capacity < 1 or > 10,000, no handlers or namespaces). A hello with the
+   * worker_id of a stream that is still open replaces that stream (the same
+   * process reconnecting): its leases move to the new stream. Per-message
+   * problems (stale lease, unknown lease) are answered on the stream without
+   * closing it.
    */
   connect: handleBidiStreamingCall<ConnectRequest, ConnectResponse>;
   /**
@@ -2593,9 +2597,11 @@ export interface WorkerServiceClient extends Client {
    * Opens the worker stream. The first message must be `hello`.
    *
    * Errors (closing the stream): INVALID_ARGUMENT (first message not hello,
-   * capacity < 1 or > 10,000, no handlers); FAILED_PRECONDITION (worker_id
-   * already connected). Per-message problems (stale lease, unknown lease) are
-   * answered on the stream without closing it.
+   * capacity < 1 or > 10,000, no handlers or namespaces). A hello with the
+   * worker_id of a stream that is still open replaces that stream (the same
+   * process reconnecting): its leases move to the new stream. Per-message
+   * problems (stale lease, unknown lease) are answered on the stream without
+   * closing it.
    */
   connect(): ClientDuplexStream<ConnectRequest, ConnectResponse>;
   connect(options: Partial<CallOptions>): ClientDuplexStream<ConnectRequest, ConnectResponse>;
