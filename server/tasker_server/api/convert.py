@@ -10,7 +10,6 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 
 from tasker.v1 import resources_pb2 as pb
 from tasker_server.domain.templates import TemplateDefinition
-from tasker_server.engine.engine import Cancellation
 from tasker_server.store.dispatch import ClaimedStep
 from tasker_server.store.models import Event, Namespace, Step, Task, Worker
 from tasker_server.store.tasks import TaskDetail
@@ -301,7 +300,3 @@ def namespace_message(row: Namespace) -> pb.Namespace:
         max_parallel_tasks=row.max_parallel_tasks or 0,
         update_time=ts(row.update_time),
     )
-
-
-def cancellation_reason(c: Cancellation) -> str:
-    return c.reason

@@ -213,7 +213,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                     self.engine.ack(session, msg.ack.lease_id)
                 elif kind == "heartbeat":
                     ids = list(msg.heartbeat.lease_ids)
-                    active = self.engine.heartbeat(session, ids)
+                    active = self.engine.heartbeat(ids)
                     session.outbound.put_nowait(
                         pb.ConnectResponse(
                             heartbeat_ack=pb.HeartbeatAck(leases=self._statuses(active))

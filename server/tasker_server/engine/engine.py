@@ -248,7 +248,7 @@ class Engine:
     async def heartbeat_anywhere(self, lease_ids: list[str]) -> dict[str, bool]:
         """Unary heartbeat (job-queue pattern): leases held here are renewed in memory; others
         are checked against the database (they may belong to another replica's worker)."""
-        out = self.heartbeat(None, lease_ids)
+        out = self.heartbeat(lease_ids)
         rest = [lease_id for lease_id, ok in out.items() if not ok]
         if rest:
             async with self.db.session(read_only=True) as s:
@@ -262,7 +262,8 @@ class Engine:
         s = self.settings
         return s.heartbeat_interval_seconds * 3 + s.lease_grace_seconds
 
-    def heartbeat(self, session: WorkerSession | None, lease_ids: list[str]) -> dict[str, bool]:
+    def heartbeat(self, lease_ids: list[str]) -> dict[str, bool]:
+        """Renews leases held by streams of this replica; False for the others."""
         now = time.monotonic()
         out = {}
         for lease_id in lease_ids:
@@ -329,8 +330,8 @@ class Engine:
         Folding dependency resolution and the next claims into the transaction that records a
         result makes one commit per hop of a DAG, however many steps and workers are involved.
         """
-        acks = [payload[0] for kind, payload, _ in batch if kind == "ack"]
         correlation_ids = {payload[0]: payload[2] for kind, payload, _ in batch if kind == "ack"}
+        acks = list(correlation_ids)
         outcomes = [payload for kind, payload, _ in batch if kind == "outcome"]
         dispatch, self._dispatch_needed = self._dispatch_needed, False
         admit, self._admit = self._admit, False

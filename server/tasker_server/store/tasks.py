@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -377,15 +377,6 @@ async def cancel_steps(
             metadata={"actor": actor, "reason": reason or ""},
         )
     return leases
-
-
-async def count_in_flight(session: AsyncSession, task_id: int) -> int:
-    query = (
-        select(func.count())
-        .select_from(Step)
-        .where(Step.task_id == task_id, Step.state.in_([StepState.ENQUEUED, StepState.IN_PROGRESS]))
-    )
-    return int((await session.execute(query)).scalar_one())
 
 
 async def close_task(
