@@ -30,6 +30,7 @@ STATUS_BY_ERROR: tuple[tuple[type[domain.TaskerError], grpc.StatusCode], ...] = 
     (domain.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (domain.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (domain.Aborted, grpc.StatusCode.ABORTED),
+    (domain.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (domain.Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 

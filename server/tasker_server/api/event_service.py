@@ -4,59 +4,62 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from sqlalchemy import func, or_, select
 
 from tasker.v1 import event_service_pb2 as pb
 from tasker.v1 import event_service_pb2_grpc as pb_grpc
+from tasker_server.domain import errors
 from tasker_server.engine.engine import Engine
 from tasker_server.store.db import Database
-from tasker_server.store.events import pruned_through
+from tasker_server.store.events import events_after, last_sequence, pruned_through
 from tasker_server.store.models import Event
 
 from . import convert
-from .errors import ERROR_DOMAIN
 
-__all__ = ["EventService", "check_retention"]
+__all__ = ["EventService", "check_retention", "follow"]
 
 
-# -- observability (issue 5): event retention --
-async def check_retention(
-    db: Database, after: int, context: grpc.aio.ServicerContext[Any, Any]
-) -> None:
-    """Aborts with OUT_OF_RANGE when events after ``after`` may have been pruned (retention):
-    resuming there would silently skip them."""
+async def check_retention(db: Database, after: int) -> None:
+    """OUT_OF_RANGE when events after ``after`` may have been pruned (retention): resuming there
+    would silently skip them."""
     if after <= 0:
         return
     async with db.session(read_only=True) as s:
         through = await pruned_through(s)
     if after >= through:
         return
-    message = (
+    raise errors.OutOfRange(
         f"events after sequence {after} are no longer retained (pruned through {through}); "
-        "replay from 0 or start at the live end"
-    )
-    info = error_details_pb2.ErrorInfo(
+        "replay from 0 or start at the live end",
         reason="EVENTS_PRUNED",
-        domain=ERROR_DOMAIN,
         metadata={"after_sequence": str(after), "pruned_through": str(through)},
     )
-    packed = any_pb2.Any()
-    packed.Pack(info)
-    status = status_pb2.Status(code=code_pb2.OUT_OF_RANGE, message=message, details=[packed])
-    await context.abort(
-        grpc.StatusCode.OUT_OF_RANGE,
-        message,
-        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
-    )
 
 
-# -- end observability --
+async def follow(
+    engine: Engine,
+    after: int,
+    *,
+    task_id: int | None = None,
+    namespaces: Sequence[str] = (),
+    names: Sequence[str] = (),
+) -> AsyncIterator[list[Event]]:
+    """Pages of the durable event log after ``after``, in sequence order, read at the caller's
+    pace (a slow watcher never slows the engine). An empty page means "caught up"; the next page
+    then waits for a commit that wrote events (commits of other replicas: at most a second)."""
+    while True:
+        signal = engine.events_signal()
+        async with engine.db.session(read_only=True) as s:
+            page = await events_after(s, after, task_id=task_id, namespaces=namespaces, names=names)
+        yield page
+        if page:
+            after = page[-1].seq
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(signal.wait(), timeout=1.0)
 
 
 class EventService(pb_grpc.EventServiceServicer):
@@ -70,33 +73,21 @@ class EventService(pb_grpc.EventServiceServicer):
         after = request.after_sequence
         if after < 0:
             async with db.session(read_only=True) as s:
-                after = int(
-                    (await s.execute(select(func.coalesce(func.max(Event.seq), 0)))).scalar_one()
-                )
-        await check_retention(db, after, context)  # observability (issue 5)
+                after = await last_sequence(s)
+        await check_retention(db, after)
         loop, next_check = asyncio.get_running_loop(), 0.0
-        exact = [n for n in request.event_names if not n.endswith(".*")]
-        prefixes = [n[:-1] for n in request.event_names if n.endswith(".*")]
-        while True:
-            signal = self.engine.events_signal()
-            query = select(Event).where(Event.seq > after)
-            if request.namespaces:
-                query = query.where(Event.namespace.in_(list(request.namespaces)))
-            if request.event_names:
-                query = query.where(
-                    or_(Event.name.in_(exact), *[Event.name.startswith(p) for p in prefixes])
-                )
-            async with db.session(read_only=True) as s:
-                rows = (await s.execute(query.order_by(Event.seq).limit(500))).scalars().all()
+        pages = follow(
+            self.engine,
+            after,
+            namespaces=list(request.namespaces),
+            names=list(request.event_names),
+        )
+        async for page in pages:
             # A gap may be events pruned underneath a consumer that fell behind the retention
             # window (or just filtered out / a rolled-back sequence): look, at most every 5 s.
-            if rows and rows[0].seq > after + 1 and loop.time() >= next_check:  # issue 5
+            if page and page[0].seq > after + 1 and loop.time() >= next_check:
                 next_check = loop.time() + 5.0
-                await check_retention(db, after, context)
-            for row in rows:
+                await check_retention(db, after)
+            for row in page:
                 after = row.seq
                 yield pb.WatchEventsResponse(event=convert.event_message(row))
-            if rows:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(signal.wait(), timeout=1.0)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC
 from typing import Any
 
 import grpc
-from sqlalchemy import select
 
 from tasker.v1 import task_service_pb2 as pb
 from tasker.v1 import task_service_pb2_grpc as pb_grpc
@@ -17,10 +14,9 @@ from tasker_server.domain import errors
 from tasker_server.domain.states import TaskState
 from tasker_server.engine.commands import Commands
 from tasker_server.store import tasks as task_store
-from tasker_server.store.models import Event
 
 from . import convert, validation
-from .event_service import check_retention
+from .event_service import check_retention, follow
 
 __all__ = ["TaskService"]
 
@@ -127,34 +123,13 @@ class TaskService(pb_grpc.TaskServiceServicer):
         task_id = validation.task_id(request.task_id)
         detail = await self.commands.get_task(task_id)
         after = request.after_sequence
-        await check_retention(self.commands.db, after, context)  # observability (issue 5)
+        await check_retention(self.commands.db, after)
         # A task already finished before the call: replay what is left, then end.
         finished = detail.task.state in _TERMINAL_STATES
-        while True:
-            signal = self.engine.events_signal()
-            async with self.commands.db.session(read_only=True) as s:
-                rows = (
-                    (
-                        await s.execute(
-                            select(Event)
-                            .where(Event.task_id == task_id, Event.seq > after)
-                            .order_by(Event.seq)
-                            .limit(500)
-                        )
-                    )
-                    .scalars()
-                    .all()
-                )
-            for row in rows:
-                after = row.seq
+        async for page in follow(self.engine, after, task_id=task_id):
+            for row in page:
                 yield pb.WatchTaskResponse(event=convert.event_message(row))
                 if row.name in _TERMINAL_EVENTS:
                     return
-            if rows:
-                continue
-            if finished:
+            if not page and finished:
                 return
-            # Commits of other replicas are not signalled in-process; the timeout bounds their
-            # delay. Commits here wake the watcher at once.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(signal.wait(), timeout=1.0)

@@ -9,6 +9,7 @@ The tree::
      ├── FailedPrecondition          illegal in the current state         -> FAILED_PRECONDITION
      ├── ResourceExhausted           quota / capacity reached             -> RESOURCE_EXHAUSTED
      ├── Aborted                     lost a compare-and-set race          -> ABORTED
+     ├── OutOfRange                  past what is kept (pruned events)    -> OUT_OF_RANGE
      └── Unavailable                 dependency (database, ...) is down   -> UNAVAILABLE
 
 Each error carries a ``reason`` (UPPER_SNAKE, defaults to the class's generic reason, callers may
@@ -29,6 +30,7 @@ __all__ = [
     "FieldViolation",
     "InvalidArgument",
     "NotFound",
+    "OutOfRange",
     "ResourceExhausted",
     "TaskerError",
     "Unavailable",
@@ -163,6 +165,12 @@ class Aborted(TaskerError):
     """Lost a compare-and-set race: the row changed underneath us. Safe to re-read and retry."""
 
     default_reason = "ABORTED"
+
+
+class OutOfRange(TaskerError):
+    """A position beyond what is kept (e.g. resuming after events that were pruned)."""
+
+    default_reason = "OUT_OF_RANGE"
 
 
 class Unavailable(TaskerError):

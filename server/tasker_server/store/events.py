@@ -12,16 +12,17 @@ whether anything is due at all, then at most ``batch`` sequence numbers are exam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .journal import Journal
 from .models import Event
 
-__all__ = ["PRUNED_EVENT", "prune_events", "pruned_through"]
+__all__ = ["PRUNED_EVENT", "events_after", "last_sequence", "prune_events", "pruned_through"]
 
 PRUNED_EVENT = "events.pruned"
 
@@ -70,3 +71,34 @@ async def pruned_through(session: AsyncSession) -> int:
     if not payload:
         return 0
     return int((payload.get("metadata") or {}).get("through_sequence") or 0)
+
+
+async def events_after(
+    session: AsyncSession,
+    after: int,
+    *,
+    task_id: int | None = None,
+    namespaces: Sequence[str] = (),
+    names: Sequence[str] = (),
+    limit: int = 500,
+) -> list[Event]:
+    """Events with a sequence above ``after``, oldest first. ``names`` are exact event names, or
+    prefixes written ``"step.*"``; each filter is an OR of its values, filters combine with AND."""
+    query = select(Event).where(Event.seq > after)
+    if task_id is not None:
+        query = query.where(Event.task_id == task_id)
+    if namespaces:
+        query = query.where(Event.namespace.in_(list(namespaces)))
+    if names:
+        exact = [n for n in names if not n.endswith(".*")]
+        prefixes = [n[:-1] for n in names if n.endswith(".*")]
+        query = query.where(
+            or_(Event.name.in_(exact), *[Event.name.startswith(p) for p in prefixes])
+        )
+    rows = await session.execute(query.order_by(Event.seq).limit(limit))
+    return list(rows.scalars().all())
+
+
+async def last_sequence(session: AsyncSession) -> int:
+    """The newest event's sequence (0 when there is none)."""
+    return int((await session.execute(select(func.coalesce(func.max(Event.seq), 0)))).scalar_one())
