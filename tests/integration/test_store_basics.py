@@ -178,6 +178,21 @@ async def test_concurrent_claims_never_share_a_step(database: Database) -> None:
             await asyncio.sleep(0)
         return mine
 
+    # Open a pooled connection per claimer first: otherwise the claimer that gets the one warm
+    # connection can drain every step while the others are still connecting, and the test would
+    # not exercise concurrency at all.
+    opened, ready = 0, asyncio.Event()
+
+    async def warm() -> None:
+        nonlocal opened
+        async with database.session(read_only=True) as s:
+            await s.execute(text("SELECT 1"))
+            opened += 1
+            if opened == claimers:
+                ready.set()
+            await ready.wait()
+
+    await asyncio.gather(*(warm() for _ in range(claimers)))
     results = await asyncio.gather(*(claimer() for _ in range(claimers)))
     claimed = [step_id for r in results for step_id in r]
     assert len(claimed) == len(set(claimed)), "a step was handed to two claimers"
