@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.support.databases",
     "tests.support.server",
+    "tests.support.watchdog",
 ]

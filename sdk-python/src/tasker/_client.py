@@ -158,7 +158,8 @@ class Client:
         client = cls(address, tls=tls, token=token)
         if timeout is not None:
             try:
-                await asyncio.wait_for(client._channel.channel_ready(), timeout)
+                async with asyncio.timeout(timeout):
+                    await client._channel.channel_ready()
             except TimeoutError:
                 await client.close()
                 raise UnavailableError(

@@ -65,8 +65,12 @@ class Session:
 
     async def read(self, silence_limit: float | None) -> Any:
         """The next ConnectResponse, or None when the server ended the stream normally."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # arrives as the read completes, and the worker's shutdown then waits on a session that
+        # goes on reading keepalives for ever.
         try:
-            message = await asyncio.wait_for(self._call.read(), silence_limit)
+            async with asyncio.timeout(silence_limit):
+                message = await self._call.read()
         except TimeoutError:
             raise DeadStreamError(
                 f"no message from the server for {silence_limit or 0:.1f}s"

@@ -266,7 +266,8 @@ class Worker:
                 delay = backoff.next_delay()
                 log.warning("worker stream lost (%s); reconnecting in %.2fs", error, delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
         finally:
             heartbeats.cancel()
             if not self._stop.is_set():
@@ -321,7 +322,9 @@ class Worker:
             backoff.reset()
             if self._leases:  # leases that survived a reconnect: extend them right away
                 session.send(self._heartbeat_message(list(self._leases)))
-            while True:
+            # Checks the stop flag too, so a cancellation lost inside a library cannot keep a
+            # stopped worker's session alive.
+            while not self._stop.is_set():
                 message = await session.read(self._keepalive_timeout)
                 if message is None:
                     log.info("server ended the worker stream")

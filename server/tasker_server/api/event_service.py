@@ -58,8 +58,11 @@ async def follow(
         if page:
             after = page[-1].seq
             continue
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancellation
+        # of a watcher whose client went away, leaving its stream handler running.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(signal.wait(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                await signal.wait()
 
 
 class EventService(pb_grpc.EventServiceServicer):
