@@ -10,11 +10,13 @@ import asyncio
 import signal
 import subprocess
 import time
+from typing import Any
 
 import pytest
 
 from tasker import Client
 from tasker.v1 import resources_pb2
+from tasker_server.engine import engine as engine_module
 from tests.e2e.workers.sums import (
     DIAMOND,
     LINEAR,
@@ -71,6 +73,44 @@ async def test_worker_killed_mid_step_is_released_and_finished_by_another_worker
     assert [a.outcome for a in history] == ["lease_expired", "complete"]
     assert [a.worker_id for a in history] == ["doomed", "rescuer"]
     assert history[0].error.error_class == resources_pb2.ERROR_CLASS_TRANSIENT
+
+
+async def test_acknowledgement_is_kept_when_the_engine_tick_fails(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tick that fails (database error) must not lose the acknowledgement it carried: the
+    attempt it counts has no reporter to send it again."""
+    real_start_leases = engine_module.start_leases
+    injected: list[list[str]] = []
+
+    async def start_leases_failing_once(session: Any, journal: Any, lease_ids: list[str],
+                                        *args: Any, **kwargs: Any) -> Any:
+        if lease_ids and not injected:
+            injected.append(list(lease_ids))
+            raise RuntimeError("injected failure: the tick's transaction is rolled back")
+        return await real_start_leases(session, journal, lease_ids, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "start_leases", start_leases_failing_once)
+    client = await Client.connect(server.address)
+    worker: subprocess.Popen[str] | None = None
+    try:
+        await client.register_template(sum_template("acked", NS, {"only": []}))
+        # The handler outlasts the ack coalescing delay: the ack has a tick of its own.
+        worker = await spawn_sum_worker(server.address, NS, sleep=1.0)
+        task = await client.create_task(NS, "acked", {"input": 1})
+        done = await client.wait_for_task(task.task_id, timeout=20)
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        await client.close()
+
+    assert injected, "the failure was never injected"
+    assert done.state == "complete"
+    step = done.step("only")
+    assert step.attempts == 1
+    assert [a.outcome for a in step.proto.attempt_history] == ["complete"]
+    states = [(t.from_state, t.to_state) for t in done.proto.transitions if t.step_name == "only"]
+    assert ("enqueued", "in_progress") in states
 
 
 async def _completed_steps(client: Client) -> tuple[int, int]:

@@ -67,6 +67,8 @@ __all__ = ["Cancellation", "Engine"]
 log = logging.getLogger(__name__)
 
 _BATCH = 512
+# A failed tick puts back the operations nobody awaits, at most this many times each.
+_CARRY_ATTEMPTS = 5
 DEPTH_INTERVAL_SECONDS = 5.0
 _BREAKER_EVENTS = {"open": "opened", "half_open": "half_opened", "closed": "closed"}
 ACK_COALESCE_SECONDS = 0.02
@@ -102,6 +104,7 @@ class Engine:
         self._listener = ChangeListener(db, self._changed_elsewhere)
         self._subscribers: list[Callable[[list[dict[str, Any]]], None]] = []
         self._ack_timer: asyncio.TimerHandle | None = None
+        self._failed_ticks_by_op: dict[int, int] = {}
         self.shutting_down = False
         # -- observability (issue 5): tick timing hook and event-retention throttle --
         self.tick_observers: list[Callable[[float, bool], None]] = []
@@ -313,6 +316,9 @@ class Engine:
             try:
                 await self._tick(batch)
                 self._observe_tick(time.perf_counter() - started, failed=False)
+                if self._failed_ticks_by_op:
+                    for _, payload, _ in batch:
+                        self._failed_ticks_by_op.pop(id(payload), None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -321,8 +327,37 @@ class Engine:
                 for _, _, future in batch:
                     if future is not None and not future.done():
                         future.set_exception(exc)
+                self._carry_over(batch)
                 self._dispatch_needed = True
                 await asyncio.sleep(0.2)
+
+    def _carry_over(self, batch: list[tuple[str, Any, asyncio.Future[Any] | None]]) -> None:
+        """Puts the failed batch's operations that nobody awaits back at the head of the queue.
+
+        Reporters see their error and report again, but an acknowledgement (it counts the
+        attempt) or the release of a dead stream's lease has no one to retry it: dropped, the
+        attempt would go uncounted and the step would wait for its hard deadline. The head keeps
+        an acknowledgement ahead of the result that follows it. An operation that keeps failing
+        (a bug, not an outage) is dropped after a few ticks so it cannot wedge the engine.
+        """
+        carried = []
+        for op in batch:
+            if op[2] is not None:
+                continue
+            failures = self._failed_ticks_by_op.get(id(op[1]), 0) + 1
+            if failures > _CARRY_ATTEMPTS:
+                self._failed_ticks_by_op.pop(id(op[1]), None)
+                log.error("dropping %s %r after %d failed ticks", op[0], op[1], failures - 1)
+                continue
+            self._failed_ticks_by_op[id(op[1])] = failures
+            carried.append(op)
+        if not carried:
+            return
+        queued = []
+        while not self._ops.empty():
+            queued.append(self._ops.get_nowait())
+        for op in (*carried, *queued):
+            self._ops.put_nowait(op)
 
     async def _tick(self, batch: list[tuple[str, Any, asyncio.Future[Any] | None]]) -> None:
         """One unit of work: acknowledgements, outcomes, admission and claims in one transaction.
