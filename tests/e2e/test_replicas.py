@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from typing import Any
 
 from tasker import Client, StepContext, Worker
 from tasker.testing import WorkflowBuilder
+from tests.e2e.workers.sums import spawn_sum_worker, stop_process, sum_template
 from tests.support.server import ServerProcess
 
 NS = "replicas"
@@ -46,3 +48,48 @@ async def test_task_created_on_one_replica_runs_on_the_others_worker(pg_url: str
     assert done.result == {"s3": {"n": 7}}
     # Three hops across replicas, each woken by NOTIFY rather than the 30 s sweep.
     assert elapsed < 10, elapsed
+
+
+async def test_crashed_replicas_orphaned_lease_is_taken_back_long_before_the_step_timeout(
+    pg_url: str,
+) -> None:
+    """Replica A and its only worker die together: no stream is left to release the lease, and
+    the step's timeout is two minutes. Replica B sees the worker silent (nobody refreshes its
+    ``last_seen_time``) and takes the lease back after the documented silence window."""
+    a = ServerProcess(pg_url).start()
+    b = ServerProcess(pg_url).start()
+    doomed: subprocess.Popen[str] | None = None
+    rescuer: subprocess.Popen[str] | None = None
+    try:
+        async with await Client.connect(b.address, timeout=10) as client:
+            await client.register_template(
+                sum_template("slow", NS, {"only": []}, timeout_seconds=120)
+            )
+            doomed = await spawn_sum_worker(a.address, NS, sleep=600, worker_id="doomed")
+            task = await client.create_task(NS, "slow", {"input": 1})
+            async with asyncio.timeout(15):
+                while (await client.get_task(task.task_id)).step("only").state != "in_progress":  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            a.kill()
+            doomed.kill()
+            doomed.wait(10)
+            rescuer = await spawn_sum_worker(b.address, NS, worker_id="rescuer")
+            started = time.monotonic()
+            done = await client.wait_for_task(task.task_id, timeout=60)
+            elapsed = time.monotonic() - started
+    finally:
+        for proc in (doomed, rescuer):
+            if proc is not None:
+                stop_process(proc)
+        a.stop()
+        b.stop()
+    assert done.state == "complete"
+    history = list(done.step("only").proto.attempt_history)
+    assert [(h.worker_id, h.outcome) for h in history] == [
+        ("doomed", "lease_expired"),
+        ("rescuer", "complete"),
+    ]
+    assert history[0].error.error_type == "LeaseExpired"
+    assert "not seen by any server" in history[0].error.message
+    # Silence window with the test timers: keepalive_timeout 3 s + lease ttl 2.5 s.
+    assert elapsed < 30, elapsed

@@ -105,6 +105,7 @@ class Engine:
         self._subscribers: list[Callable[[list[dict[str, Any]]], None]] = []
         self._ack_timer: asyncio.TimerHandle | None = None
         self._failed_ticks_by_op: dict[int, int] = {}
+        self._started_at = time.monotonic()
         self.shutting_down = False
         # -- observability (issue 5): tick timing hook and event-retention throttle --
         self.tick_observers: list[Callable[[float, bool], None]] = []
@@ -114,6 +115,7 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._started_at = time.monotonic()
         self.db.origin = self.settings.server_id
         await self.load_breakers()
         self._breakers_seen = utcnow()
@@ -254,10 +256,25 @@ class Engine:
         out = self.heartbeat(lease_ids)
         rest = [lease_id for lease_id, ok in out.items() if not ok]
         if rest:
-            async with self.db.session(read_only=True) as s:
-                live = await live_leases(s, rest)
+            async with self.db.session() as s:
+                live = await live_leases(s, rest, seen_at=utcnow())
             out.update({lease_id: lease_id in live for lease_id in rest})
         return out
+
+    @property
+    def worker_silence_seconds(self) -> float:
+        """How long a worker may go unseen by every replica (the ``workers.last_seen_time`` each
+        replica refreshes for its streams, and unary heartbeats refresh) before its leases are
+        taken back: a dead stream plus a heartbeat period it could have used to reconnect."""
+        return self.settings.keepalive_timeout_seconds + self.lease_ttl_seconds
+
+    def _vanished_cutoff(self) -> datetime | None:
+        # A replica that just started has not yet heard from workers reconnecting to it (after a
+        # restart they are all "unseen"): it judges silence only once it has been up that long.
+        silence = self.worker_silence_seconds
+        if time.monotonic() - self._started_at < silence:
+            return None
+        return utcnow() - timedelta(seconds=silence)
 
     @property
     def lease_ttl_seconds(self) -> float:
@@ -608,7 +625,7 @@ class Engine:
                         )
                     )
         async with self.db.session(read_only=True) as s:
-            expired = await expired_leases(s, utcnow())
+            expired = await expired_leases(s, utcnow(), self._vanished_cutoff())
             overdue = await has_overdue_tasks(s, utcnow())
         if overdue:
             async with self.db.session() as s:
@@ -617,7 +634,7 @@ class Engine:
                 await journal.flush(s)
             self.committed(journal)
             self.cancel_leases(overdue_leases, "deadline_exceeded")
-        for lease_id in expired:
+        for lease_id, vanished in expired:
             # Past its hard deadline (step timeout + slack): even a worker that still heartbeats
             # is told to stop, and the attempt counts as a transient failure (timed out).
             owner = self._lease_owner.pop(lease_id, None)
@@ -632,7 +649,11 @@ class Engine:
                     # With a live worker the handler overran its timeout; without one, the worker
                     # or its server replica vanished.
                     error_type="StepTimeout" if owner else "LeaseExpired",
-                    message="lease deadline passed",
+                    message=(
+                        "lease deadline passed"
+                        if owner or not vanished
+                        else f"worker not seen by any server for {self.worker_silence_seconds:g}s"
+                    ),
                 )
             )
         await self._prune_events()  # observability (issue 5): event retention

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, or_, select, text, update
+from sqlalchemy import Table, bindparam, false, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tasker_server.domain.states import StepState, TaskState, allowed_step_sources
 
 from .journal import Journal
-from .models import Namespace, Step, StepEdge, Task
+from .models import Namespace, Step, StepEdge, Task, Worker
 from .types import dialect_name
 
 __all__ = ["ClaimedStep", "DependencyRow", "admit_tasks", "claim_steps"]
@@ -408,14 +408,20 @@ async def ready_depth(session: AsyncSession) -> dict[str, int]:
     return {ns: int(n) for ns, n in rows.all()}
 
 
-async def expired_leases(session: AsyncSession, now: datetime, limit: int = 500) -> list[str]:
-    """Leases past their hard deadline (covers workers and replicas that vanished)."""
+async def expired_leases(
+    session: AsyncSession, now: datetime, silent_before: datetime | None = None, limit: int = 500
+) -> list[tuple[str, bool]]:
+    """Leases to take back, each with whether its worker vanished: past their hard deadline, or
+    (``silent_before``) held by a worker that no replica has seen since then — its stream died
+    with a replica that crashed, so nothing else would release it before the deadline."""
+    leased = Step.state.in_([StepState.ENQUEUED.value, StepState.IN_PROGRESS.value])
+    vanished = (
+        Worker.last_seen_time < silent_before if silent_before is not None else false()
+    ).label("vanished")
     rows = await session.execute(
-        select(Step.lease_id)
-        .where(
-            Step.state.in_([StepState.ENQUEUED.value, StepState.IN_PROGRESS.value]),
-            Step.lease_expires_at < now,
-        )
+        select(Step.lease_id, vanished)
+        .outerjoin(Worker, Worker.id == Step.worker_id)
+        .where(leased, or_(Step.lease_expires_at < now, vanished))
         .limit(limit)
     )
-    return [r for (r,) in rows.all() if r]
+    return [(lease_id, bool(gone)) for lease_id, gone in rows.all() if lease_id]

@@ -50,12 +50,20 @@ async def known_namespaces(session: AsyncSession, names: list[str]) -> set[str]:
     return set(rows.scalars().all())
 
 
-async def live_leases(session: AsyncSession, lease_ids: list[str]) -> set[str]:
-    """Those of ``lease_ids`` still held by an enqueued or in-progress step."""
+async def live_leases(
+    session: AsyncSession, lease_ids: list[str], seen_at: datetime | None = None
+) -> set[str]:
+    """Those of ``lease_ids`` still held by an enqueued or in-progress step. With ``seen_at``
+    (a heartbeat for them arrived), their workers count as seen then: a worker whose leases are
+    heartbeated by its job queue has not vanished even when its stream is on no replica."""
     rows = await session.execute(
-        select(Step.lease_id).where(
+        select(Step.lease_id, Step.worker_id).where(
             Step.lease_id.in_(lease_ids),
             Step.state.in_([s.value for s in ACTIVE_STEP_STATES]),
         )
     )
-    return {r for r in rows.scalars().all() if r}
+    held = [(lease_id, worker_id) for lease_id, worker_id in rows.all() if lease_id]
+    workers = sorted({worker_id for _, worker_id in held if worker_id})
+    if seen_at is not None and workers:
+        await touch_workers(session, workers, seen_at)
+    return {lease_id for lease_id, _ in held}
