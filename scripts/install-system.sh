@@ -23,6 +23,8 @@ is_installed() {
 # Ruby SDK: runtime, stubs generator (grpc_tools_ruby_protoc) and the well-known
 # .proto files it compiles against (libprotobuf-dev, /usr/include/google/protobuf).
 wanted=(ruby ruby-grpc ruby-grpc-tools ruby-google-protobuf ruby-railties ruby-activesupport ruby-activejob libprotobuf-dev)
+# The Ruby SDK's queue-system test runs a real Sidekiq (Debian's gem) on a real Redis.
+wanted+=(ruby-sidekiq redis-server)
 # The TLS tests make a throwaway certificate with the openssl CLI.
 wanted+=(openssl)
 
