@@ -26,7 +26,7 @@ from tasker_server.domain.states import StepState, TaskState, allowed_step_sourc
 
 from .journal import Journal
 from .models import Namespace, Step, StepEdge, Task, Worker
-from .types import dialect_name
+from .types import dialect_name, in_literals
 
 __all__ = ["ClaimedStep", "DependencyRow", "admit_tasks", "claim_steps"]
 
@@ -172,7 +172,7 @@ async def claim_steps(
         select(Step, Task)
         .join(Task, Task.id == Step.task_id)
         .where(
-            Step.state.in_(_READY_STATES),
+            in_literals(Step.state, _READY_STATES),
             Step.pending_parents == 0,
             Step.namespace.in_(namespaces),
             Step.handler.in_(handlers),
@@ -402,7 +402,7 @@ async def ready_depth(session: AsyncSession) -> dict[str, int]:
     """Ready steps per namespace (served by the ready partial index)."""
     rows = await session.execute(
         select(Step.namespace, func.count())
-        .where(Step.state.in_(_READY_STATES), Step.pending_parents == 0)
+        .where(in_literals(Step.state, _READY_STATES), Step.pending_parents == 0)
         .group_by(Step.namespace)
     )
     return {ns: int(n) for ns, n in rows.all()}
@@ -414,7 +414,7 @@ async def expired_leases(
     """Leases to take back, each with whether its worker vanished: past their hard deadline, or
     (``silent_before``) held by a worker that no replica has seen since then — its stream died
     with a replica that crashed, so nothing else would release it before the deadline."""
-    leased = Step.state.in_([StepState.ENQUEUED.value, StepState.IN_PROGRESS.value])
+    leased = in_literals(Step.state, [StepState.ENQUEUED.value, StepState.IN_PROGRESS.value])
     vanished = (
         Worker.last_seen_time < silent_before if silent_before is not None else false()
     ).label("vanished")

@@ -6,16 +6,17 @@ values and hand back the same Python objects.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer
+from sqlalchemy import JSON, BigInteger, ColumnElement, DateTime, Integer, literal_column
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["BigId", "JSONDocument", "UTCDateTime", "utcnow"]
+__all__ = ["BigId", "JSONDocument", "UTCDateTime", "in_literals", "utcnow"]
 
 # SQLite only makes a column a rowid alias (cheap, auto-assigned) when it is exactly
 # ``INTEGER PRIMARY KEY``; BIGINT would leave ids NULL. PostgreSQL gets a 64-bit BIGSERIAL.
@@ -64,3 +65,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 def dialect_name(session: AsyncSession) -> str:
     """'postgresql' or 'sqlite': the few statements that differ branch on this."""
     return session.get_bind().dialect.name
+
+
+def in_literals(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
+    """``column IN ('a', 'b')`` with the values written into the SQL, for predicates that must
+    match a partial index (``ix_steps_ready``, ``ix_steps_lease_expiry``): a planner can only
+    prove that a query implies the index's predicate from literals — SQLite never from bound
+    parameters (it scans the whole table instead), PostgreSQL not in a generic plan. For
+    constants of the code (state names) only, never for input."""
+    quoted = ["'" + value.replace("'", "''") + "'" for value in values]
+    return column.in_([literal_column(q) for q in quoted])  # type: ignore[no-any-return]
