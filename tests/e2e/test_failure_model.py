@@ -730,13 +730,16 @@ async def test_resolving_a_running_step_cancels_its_handler(
     assert admin_transition(final, "hang", "resolved_manually").from_state == "in_progress"
 
 
-async def test_failing_fallback_handler_fails_the_step(
+async def test_failing_fallback_handler_fails_the_step_and_retry_step_runs_the_primary_again(
     server: RunningServer, client: Client
 ) -> None:
     runs: list[str] = []
+    primary_fixed = False
 
     async def primary(ctx: StepContext) -> dict[str, Any]:
         runs.append("primary")
+        if primary_fixed:
+            return {"charged": True}
         raise RetryableError("primary down", immediate=True)
 
     async def backup(ctx: StepContext) -> dict[str, Any]:
@@ -753,7 +756,18 @@ async def test_failing_fallback_handler_fails_the_step(
         task = await client.create_task(NS, "fallback_fails", {})
         final = await client.wait_for_task(task.task_id, timeout=10)
 
-    assert runs == ["primary", "primary", "backup"]  # every attempt, then the fallback once
-    assert (final.state, final.step("charge").state) == ("failed", "failed")
-    errors = [a.error.error_type for a in history(final, "charge")]
-    assert errors == ["RetryableError", "RetryableError", "PermanentError"]
+        assert runs == ["primary", "primary", "backup"]  # every attempt, then the fallback once
+        assert (final.state, final.step("charge").state) == ("failed", "failed")
+        errors = [a.error.error_type for a in history(final, "charge")]
+        assert errors == ["RetryableError", "RetryableError", "PermanentError"]
+
+        # The operator fixes the primary's dependency and retries: the primary handler runs
+        # again (not the fallback that replaced it), with the fallback still behind it.
+        primary_fixed = True
+        await client.retry_step(task.task_id, "charge", actor=ACTOR, reason="gateway back")
+        retried = await client.wait_for_task(task.task_id, timeout=10)
+
+    assert runs == ["primary", "primary", "backup", "primary"]
+    assert (retried.state, retried.step("charge").state) == ("complete", "complete")
+    step = retried.step("charge")
+    assert (step.handler, step.result) == ("primary", {"charged": True})

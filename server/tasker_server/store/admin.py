@@ -23,7 +23,7 @@ from tasker_server.domain.states import (
 )
 
 from .journal import Journal
-from .models import Step, Task
+from .models import Step, Task, Template
 from .outcomes import BatchResult, TaskDelta, release_children, update_tasks
 from .tasks import close_task
 
@@ -105,17 +105,22 @@ async def retry_step(
         )
     check_step_transition(step.state, StepState.RETRYING)
     await _reopen_failed_task(session, journal, task, actor, reason)
+    values: dict[str, Any] = {
+        "state": StepState.RETRYING,
+        "ready_at": journal.now,
+        # A fresh attempt budget: the operator fixed what made it fail.
+        "max_attempts": step.attempts + step.retry.get("max_attempts", step.max_attempts),
+        "end_time": None,
+        "update_time": journal.now,
+    }
+    if step.is_fallback:
+        # The fallback replaced the primary handler on the row and failed too: the operator's
+        # retry is of the step, so the primary runs again, with its fallback behind it.
+        values.update(handler=await _primary_handler(session, task, step.name), is_fallback=False)
     await session.execute(
         update(Step)
         .where(Step.id == step.id, Step.state == step.state)
-        .values(
-            state=StepState.RETRYING,
-            ready_at=journal.now,
-            # A fresh attempt budget: the operator fixed what made it fail.
-            max_attempts=step.attempts + step.retry.get("max_attempts", step.max_attempts),
-            end_time=None,
-            update_time=journal.now,
-        )
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     journal.transition(
@@ -137,6 +142,20 @@ async def retry_step(
     )
     await _refresh_blocked(session, task.id)
     return step
+
+
+async def _primary_handler(session: AsyncSession, task: Task, step_name: str) -> str:
+    """The step's own handler, from its template (environments cannot override handlers)."""
+    definition = (
+        await session.execute(select(Template.definition).where(Template.id == task.template_id))
+    ).scalar_one()
+    for spec in definition.get("step_templates", []):
+        if spec.get("name") == step_name:
+            return str(spec["handler_class"])
+    raise errors.FailedPrecondition(
+        f"step {step_name} is not in its template any more; cannot find its primary handler",
+        reason="TEMPLATE_STEP_MISSING",
+    )
 
 
 async def complete_or_resolve_step(

@@ -120,7 +120,8 @@ class AdminServiceServicer:
 
     def RetryStep(self, request, context):
         """Sends a FAILED or BLOCKED step back to RETRYING with a fresh attempt
-        budget (and a FAILED task back to IN_PROGRESS).
+        budget (and a FAILED task back to IN_PROGRESS). A step whose fallback
+        handler ran and failed runs its own handler again, fallback behind it.
         Errors: INVALID_ARGUMENT (task_id, step_name, actor required); NOT_FOUND;
         FAILED_PRECONDITION naming the current state (e.g. COMPLETE).
         """

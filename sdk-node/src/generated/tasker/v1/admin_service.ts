@@ -2244,7 +2244,8 @@ export type AdminServiceService = typeof AdminServiceService;
 export const AdminServiceService = {
   /**
    * Sends a FAILED or BLOCKED step back to RETRYING with a fresh attempt
-   * budget (and a FAILED task back to IN_PROGRESS).
+   * budget (and a FAILED task back to IN_PROGRESS). A step whose fallback
+   * handler ran and failed runs its own handler again, fallback behind it.
    * Errors: INVALID_ARGUMENT (task_id, step_name, actor required); NOT_FOUND;
    * FAILED_PRECONDITION naming the current state (e.g. COMPLETE).
    */
@@ -2406,7 +2407,8 @@ export const AdminServiceService = {
 export interface AdminServiceServer extends UntypedServiceImplementation {
   /**
    * Sends a FAILED or BLOCKED step back to RETRYING with a fresh attempt
-   * budget (and a FAILED task back to IN_PROGRESS).
+   * budget (and a FAILED task back to IN_PROGRESS). A step whose fallback
+   * handler ran and failed runs its own handler again, fallback behind it.
    * Errors: INVALID_ARGUMENT (task_id, step_name, actor required); NOT_FOUND;
    * FAILED_PRECONDITION naming the current state (e.g. COMPLETE).
    */
@@ -2462,7 +2464,8 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
 export interface AdminServiceClient extends Client {
   /**
    * Sends a FAILED or BLOCKED step back to RETRYING with a fresh attempt
-   * budget (and a FAILED task back to IN_PROGRESS).
+   * budget (and a FAILED task back to IN_PROGRESS). A step whose fallback
+   * handler ran and failed runs its own handler again, fallback behind it.
    * Errors: INVALID_ARGUMENT (task_id, step_name, actor required); NOT_FOUND;
    * FAILED_PRECONDITION naming the current state (e.g. COMPLETE).
    */
