@@ -39,13 +39,27 @@ install-system:
 	bash scripts/install-system.sh
 
 # Runtime only (what `make run` needs), then the development extras on top.
+# Fast path for `make run` on a fresh clone (~24 s instead of ~31 s): when the interpreter's own
+# pip can install into another environment (pip >= 22.3, --python), the venv is created without a
+# pip of its own (ensurepip alone takes ~6 s), and both projects build against one installed
+# setuptools instead of an isolated build environment each.
+HOST_PIP := $(shell python3 -m pip --python "$$(command -v python3)" --version >/dev/null 2>&1 && echo yes)
+ifeq ($(HOST_PIP),yes)
+PIP        := python3 -m pip --python $(PY)
+VENV_FLAGS := --without-pip
+else
+PIP        := $(PY) -m pip
+VENV_FLAGS :=
+endif
+
 $(SERVE_STAMP): pyproject.toml sdk-python/pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e sdk-python -e .
+	test -x $(PY) || python3 -m venv $(VENV_FLAGS) $(VENV)
+	$(PIP) install -q 'setuptools>=68' wheel
+	$(PIP) install -q --no-build-isolation -e sdk-python -e .
 	touch $@
 
 $(VENV_STAMP): $(SERVE_STAMP)
-	$(PY) -m pip install -q -e sdk-python -e '.[dev]'
+	$(PIP) install -q --no-build-isolation -e sdk-python -e '.[dev]'
 	touch $@
 
 $(TOOLS_STAMP): tools/package.json tools/package-lock.json
