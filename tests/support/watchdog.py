@@ -37,7 +37,10 @@ def _dump_tasks(loop: asyncio.AbstractEventLoop, test: str) -> None:
 
 @pytest_asyncio.fixture(autouse=True, loop_scope="session")
 async def _asyncio_watchdog(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    timeout = float(request.config.getini("timeout") or 0)
+    try:
+        timeout = float(request.config.getini("timeout") or 0)
+    except ValueError:  # pytest-timeout not loaded (-p no:timeout)
+        timeout = 0.0
     marker = request.node.get_closest_marker("timeout")
     if marker is not None and marker.args:
         timeout = float(marker.args[0])
