@@ -46,6 +46,7 @@ export {
   RetryableError,
   TaskerError,
   UnavailableError,
+  UnauthenticatedError,
   fromRpcError,
   stepErrorFromException,
 } from "./internal/errors";

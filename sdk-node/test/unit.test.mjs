@@ -77,6 +77,7 @@ test("fromRpcError maps codes to the error tree and decodes ErrorInfo, BadReques
     [grpc.status.ABORTED, sdk.AbortedError],
     [grpc.status.UNAVAILABLE, sdk.UnavailableError],
     [grpc.status.INTERNAL, sdk.InternalError],
+    [grpc.status.UNAUTHENTICATED, sdk.UnauthenticatedError],
   ];
   for (const [code, Cls] of cases) {
     const e = sdk.fromRpcError(serviceError(code, "plain details"));
@@ -237,7 +238,8 @@ test("the public API is exactly this list", () => {
     "FailedPreconditionError", "HandlerError", "InternalError", "InvalidArgumentError",
     "ManualInterventionError", "NotFoundError", "PermanentError", "ResourceExhaustedError",
     "RetryableError", "SDK_VERSION", "SequenceInfo", "TASK_STATES", "TERMINAL_EVENTS",
-    "TERMINAL_TASK_STATES", "TaskEventBridge", "TaskerError", "UnavailableError", "Worker",
+    "TERMINAL_TASK_STATES", "TaskEventBridge", "TaskerError", "UnauthenticatedError",
+    "UnavailableError", "Worker",
     "bridgeEvents", "contextFromProto", "fromRpcError", "stepErrorFromException",
     // generated code
     "AdminServiceClient", "AdminServiceService", "EventServiceClient", "EventServiceService",

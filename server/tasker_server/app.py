@@ -33,11 +33,11 @@ from tasker.v1 import (
 )
 from tasker_server.api.admin_service import AdminService
 from tasker_server.api.event_service import EventService
-from tasker_server.api.interceptors import ErrorInterceptor
+from tasker_server.api.interceptors import AuthInterceptor, ErrorInterceptor
 from tasker_server.api.task_service import TaskService
 from tasker_server.api.template_service import TemplateService
 from tasker_server.api.worker_service import WorkerService
-from tasker_server.config import Settings
+from tasker_server.config import Settings, read_tokens
 from tasker_server.domain.errors import TaskerError
 from tasker_server.engine.commands import Commands
 from tasker_server.engine.engine import Engine
@@ -105,8 +105,13 @@ class App:
         await self.engine.start()
         await self._load_templates()
         self.server = grpc.aio.server(
-            # OpenTelemetry outermost, then the task context of logs/spans, then error mapping.
-            interceptors=[*server_interceptors(self.engine), ErrorInterceptor()],
+            # OpenTelemetry outermost, then the task context of logs/spans, then error mapping,
+            # then (optional) authentication, so a refused call is traced and mapped like others.
+            interceptors=[
+                *server_interceptors(self.engine),
+                ErrorInterceptor(),
+                *([AuthInterceptor(read_tokens(s.auth_tokens_file))] if s.auth_tokens_file else []),
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -222,6 +222,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("tls_cert_file", _parse_str, "", "PEM certificate: serve TLS when set with the key."),
     Setting("tls_key_file", _parse_str, "", "PEM private key for tls_cert_file."),
+    Setting(
+        "auth_tokens_file",
+        _parse_str,
+        "",
+        "File of accepted bearer tokens, one per line (several allow rotation); when set, every "
+        "call but health checks and reflection needs `authorization: Bearer <token>`.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -251,6 +258,7 @@ class Settings:
     shutdown_grace_seconds: float
     tls_cert_file: str
     tls_key_file: str
+    auth_tokens_file: str
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -310,7 +318,25 @@ def load_settings(
         values["server_id"] = _default_server_id()
     if bool(values.get("tls_cert_file")) != bool(values.get("tls_key_file")):
         raise ConfigError("tls_cert_file and tls_key_file must be set together")
+    if values.get("auth_tokens_file"):
+        read_tokens(values["auth_tokens_file"])  # fail at start, naming the file, not per call
     return Settings(**values)
+
+
+def read_tokens(path: str) -> list[str]:
+    """The bearer tokens in ``path``: one per line; blank lines and ``#`` comments ignored."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"auth_tokens_file {path}: cannot be read ({exc.strerror})") from None
+    tokens = [t.strip() for t in lines if t.strip() and not t.strip().startswith("#")]
+    if not tokens:
+        raise ConfigError(f"auth_tokens_file {path}: holds no token")
+    if any(len(t) < 16 or any(c.isspace() for c in t) for t in tokens):
+        raise ConfigError(
+            f"auth_tokens_file {path}: tokens must be at least 16 characters, without spaces"
+        )
+    return tokens
 
 
 def render_markdown() -> str:

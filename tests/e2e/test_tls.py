@@ -7,9 +7,8 @@ real client + worker of each SDK talking to it over TLS with a bearer token.
   run with ``-I sdk-ruby/lib``) each register a one-step template, run a worker, create a task
   and wait for it: every one must end ``complete``.
 - A plaintext client, and a TLS client trusting another certificate, get UNAVAILABLE.
-
-The server does not check bearer tokens yet (README, Configuration): these tests prove the token
-option is accepted alongside TLS credentials, not that the server enforces it.
+- The server also requires a bearer token (``auth_tokens_file``): every SDK's token really goes on
+  the wire, and a missing or wrong token gets UNAUTHENTICATED (test_auth.py covers auth alone).
 """
 
 from __future__ import annotations
@@ -27,10 +26,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tasker import Client, StepContext, UnavailableError, Worker
+from tasker import Client, StepContext, UnauthenticatedError, UnavailableError, Worker
 from tests.support.server import REPO, ServerProcess
 
-TOKEN = "tls-e2e-token"
+TOKEN = "tls-e2e-token-0123456789"
 SDK_NODE = REPO / "sdk-node"
 SDK_RUBY = REPO / "sdk-ruby"
 SCRIPT_TIMEOUT = 45
@@ -93,11 +92,14 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
     directory = tmp_path_factory.mktemp("tls")
     cert, key = make_self_signed(directory)
     root = cert.read_bytes()
+    tokens = directory / "tokens"
+    tokens.write_text(f"# accepted bearer tokens\n{TOKEN}\n")
     server = TlsServerProcess(
         f"sqlite+aiosqlite:///{directory / 'tasker.db'}",
         root,
         tls_cert_file=str(cert),
         tls_key_file=str(key),
+        auth_tokens_file=str(tokens),
     )
     server.start()
     try:
@@ -253,6 +255,18 @@ async def test_tls_client_trusting_another_certificate_is_rejected(
         with pytest.raises(UnavailableError) as info:
             await client.get_task("1")
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("token", [None, "not-the-token-0123456789"], ids=["no-token", "wrong"])
+async def test_tls_client_without_the_token_is_unauthenticated(
+    tls_server: TlsServer, token: str | None
+) -> None:
+    creds = grpc.ssl_channel_credentials(root_certificates=tls_server.root_cert)
+    async with Client(tls_server.address, tls=creds, token=token) as client:
+        with pytest.raises(UnauthenticatedError) as info:
+            await client.get_task("1")
+    assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert "bearer token" in info.value.message
 
 
 def run_script(args: list[str], cwd: Path) -> str:

@@ -89,6 +89,8 @@ export class AbortedError extends TaskerError {}
 export class UnavailableError extends TaskerError {}
 /** The server failed unexpectedly; its log has the details. */
 export class InternalError extends TaskerError {}
+/** No bearer token, or one the server does not accept (server's auth_tokens_file). */
+export class UnauthenticatedError extends TaskerError {}
 
 const ERROR_BY_CODE: Record<number, new (m: string, o: TaskerErrorOptions) => TaskerError> = {
   [GrpcStatus.INVALID_ARGUMENT]: InvalidArgumentError,
@@ -99,6 +101,7 @@ const ERROR_BY_CODE: Record<number, new (m: string, o: TaskerErrorOptions) => Ta
   [GrpcStatus.ABORTED]: AbortedError,
   [GrpcStatus.UNAVAILABLE]: UnavailableError,
   [GrpcStatus.INTERNAL]: InternalError,
+  [GrpcStatus.UNAUTHENTICATED]: UnauthenticatedError,
 };
 
 const STATUS_DETAILS_KEY = "grpc-status-details-bin";

@@ -25,6 +25,7 @@ from tasker._errors import (
     ResourceExhaustedError,
     RetryableError,
     TaskerError,
+    UnauthenticatedError,
     UnavailableError,
     from_rpc_error,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "TaskerError",
     "Template",
     "TemplateProblem",
+    "UnauthenticatedError",
     "UnavailableError",
     "Worker",
     "WorkerInfo",

@@ -11,6 +11,7 @@
     ├── AbortedError                 ABORTED
     ├── UnavailableError             UNAVAILABLE (server down or restarting)
     ├── InternalError                INTERNAL
+    ├── UnauthenticatedError         UNAUTHENTICATED (no or unknown bearer token)
     │   (any other status code is a plain TaskerError carrying its ``code``)
     └── HandlerError                 raised *by step handlers* to classify a failure
         ├── RetryableError           DELAYED (or TRANSIENT with ``immediate=True``)
@@ -54,6 +55,7 @@ __all__ = [
     "ResourceExhaustedError",
     "RetryableError",
     "TaskerError",
+    "UnauthenticatedError",
     "UnavailableError",
     "from_rpc_error",
     "step_error_from_exception",
@@ -146,6 +148,10 @@ class InternalError(TaskerError):
     """The server failed unexpectedly; its log has the details."""
 
 
+class UnauthenticatedError(TaskerError):
+    """No bearer token, or one the server does not accept (its ``auth_tokens_file``)."""
+
+
 _ERROR_BY_CODE: dict[grpc.StatusCode, type[TaskerError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
@@ -155,6 +161,7 @@ _ERROR_BY_CODE: dict[grpc.StatusCode, type[TaskerError]] = {
     grpc.StatusCode.ABORTED: AbortedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.INTERNAL: InternalError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
 }
 
 

@@ -16,6 +16,7 @@ module Tasker
   #   ├── AbortedError                   ABORTED
   #   ├── UnavailableError               UNAVAILABLE (server down or restarting)
   #   ├── InternalError                  INTERNAL
+  #   ├── UnauthenticatedError           UNAUTHENTICATED (no or unknown bearer token)
   #   │   (any other status code is a plain Tasker::Error carrying its +code+)
   #   └── HandlerError                   raised *by step handlers* to classify a failure
   #       ├── RetryableError             DELAYED (or TRANSIENT with immediate: true)
@@ -103,12 +104,13 @@ module Tasker
   class AbortedError < Error; end
   class UnavailableError < Error; end
   class InternalError < Error; end
+  class UnauthenticatedError < Error; end
 
   class Error
     BY_CODE = {
       3 => InvalidArgumentError, 5 => NotFoundError, 6 => AlreadyExistsError,
       9 => FailedPreconditionError, 8 => ResourceExhaustedError, 10 => AbortedError,
-      14 => UnavailableError, 13 => InternalError
+      14 => UnavailableError, 13 => InternalError, 16 => UnauthenticatedError
     }.freeze
   end
 

@@ -31,6 +31,7 @@ STATUS_BY_ERROR: tuple[tuple[type[domain.TaskerError], grpc.StatusCode], ...] = 
     (domain.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (domain.Aborted, grpc.StatusCode.ABORTED),
     (domain.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    (domain.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (domain.Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 

@@ -1,16 +1,19 @@
-"""Server interceptors: every handler's errors go through ``errors.status_for`` exactly once."""
+"""Server interceptors: every handler's errors go through ``errors.status_for`` exactly once;
+optional bearer-token authentication in front of every service."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from tasker_server.api.errors import status_for
+from tasker_server.domain.errors import Unauthenticated
 
-__all__ = ["ErrorInterceptor", "wrap_handler"]
+__all__ = ["AuthInterceptor", "ErrorInterceptor", "wrap_handler"]
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
@@ -88,3 +91,57 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         return wrap_handler(handler, unary=_wrap_unary, stream=_wrap_stream)
+
+
+# Probes and tooling that must work without credentials (load balancers, grpcurl discovery).
+_OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Requires ``authorization: Bearer <token>`` with one of ``tokens`` on every call except
+    health checks and reflection; others end UNAUTHENTICATED before their handler runs."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self._tokens = [t.encode() for t in tokens]
+
+    def _problem(self, metadata: Any) -> str | None:
+        values = [v for k, v in metadata or () if k == "authorization"]
+        if not values:
+            return "this server requires a bearer token: send 'authorization: Bearer <token>'"
+        scheme, _, token = str(values[0]).partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return "the authorization metadata must be 'Bearer <token>'"
+        given = token.strip().encode()
+        # Every token is compared, in constant time each, so timing says nothing about them.
+        accepted = [hmac.compare_digest(given, t) for t in self._tokens]
+        return None if any(accepted) else "the bearer token is not accepted by this server"
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(_OPEN_METHODS):
+            return handler
+        problem = self._problem(handler_call_details.invocation_metadata)
+        if problem is None:
+            return handler
+        error = Unauthenticated(problem)
+
+        def deny_unary(_: Any) -> Callable[..., Awaitable[Any]]:
+            async def denied(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                await _abort(context, error)
+
+            return denied
+
+        def deny_stream(_: Any) -> Callable[..., AsyncIterator[Any]]:
+            async def denied(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                await _abort(context, error)
+                yield  # pragma: no cover - makes this an async generator; abort raises
+
+            return denied
+
+        return wrap_handler(handler, unary=deny_unary, stream=deny_stream)

@@ -10,6 +10,7 @@ The tree::
      ├── ResourceExhausted           quota / capacity reached             -> RESOURCE_EXHAUSTED
      ├── Aborted                     lost a compare-and-set race          -> ABORTED
      ├── OutOfRange                  past what is kept (pruned events)    -> OUT_OF_RANGE
+     ├── Unauthenticated             no or unknown bearer token           -> UNAUTHENTICATED
      └── Unavailable                 dependency (database, ...) is down   -> UNAVAILABLE
 
 Each error carries a ``reason`` (UPPER_SNAKE, defaults to the class's generic reason, callers may
@@ -33,6 +34,7 @@ __all__ = [
     "OutOfRange",
     "ResourceExhausted",
     "TaskerError",
+    "Unauthenticated",
     "Unavailable",
 ]
 
@@ -171,6 +173,12 @@ class OutOfRange(TaskerError):
     """A position beyond what is kept (e.g. resuming after events that were pruned)."""
 
     default_reason = "OUT_OF_RANGE"
+
+
+class Unauthenticated(TaskerError):
+    """The call carries no bearer token, or one the server does not accept."""
+
+    default_reason = "UNAUTHENTICATED"
 
 
 class Unavailable(TaskerError):

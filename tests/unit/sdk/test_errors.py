@@ -20,6 +20,7 @@ from tasker import (
     NotFoundError,
     ResourceExhaustedError,
     TaskerError,
+    UnauthenticatedError,
     UnavailableError,
     from_rpc_error,
 )
@@ -70,6 +71,7 @@ def _status_trailer(code: grpc.StatusCode, message: str, *details: Any) -> tuple
         (grpc.StatusCode.ABORTED, AbortedError),
         (grpc.StatusCode.UNAVAILABLE, UnavailableError),
         (grpc.StatusCode.INTERNAL, InternalError),
+        (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
     ],
 )
 def test_status_codes_map_to_subclasses(code: grpc.StatusCode, cls: type[TaskerError]) -> None:
@@ -85,7 +87,7 @@ def test_status_codes_map_to_subclasses(code: grpc.StatusCode, cls: type[TaskerE
 
 @pytest.mark.parametrize(
     "code",
-    [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN],
+    [grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN],
 )
 def test_other_codes_are_the_root_class(code: grpc.StatusCode) -> None:
     err = from_rpc_error(FakeRpcError(code, "nope"))

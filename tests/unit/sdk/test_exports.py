@@ -37,6 +37,7 @@ EXPECTED = {
     "TaskerError",
     "Template",
     "TemplateProblem",
+    "UnauthenticatedError",
     "UnavailableError",
     "Worker",
     "WorkerInfo",

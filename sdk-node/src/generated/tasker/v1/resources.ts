@@ -29,8 +29,11 @@ export const protobufFileName = "tasker/v1/resources.proto";
  *   (domain "tasker.dev", a reason such as TASK_NOT_FOUND, metadata), and a
  *   google.rpc.BadRequest with one field violation per problem for
  *   INVALID_ARGUMENT.
- * - Authentication: clients may send `authorization: Bearer <token>` metadata
- *   and connect over TLS. Servers before auth is enabled ignore the header.
+ * - Authentication: clients send `authorization: Bearer <token>` metadata and
+ *   connect over TLS. A server configured with auth_tokens_file answers every
+ *   RPC of these services UNAUTHENTICATED (reason UNAUTHENTICATED) when the
+ *   token is missing or not listed; health checks and reflection stay open.
+ *   Without auth_tokens_file the header is ignored.
  *
  * Limits: a task context is at most 1 MiB serialized (CreateTask answers
  * RESOURCE_EXHAUSTED past it); a step result at most 1 MiB (a larger one is
