@@ -104,14 +104,11 @@ class App:
             await upgrade(self.db)
         await self.engine.start()
         await self._load_templates()
+        auth = [AuthInterceptor(read_tokens(s.auth_tokens_file))] if s.auth_tokens_file else []
         self.server = grpc.aio.server(
-            # OpenTelemetry outermost, then the task context of logs/spans, then error mapping,
-            # then (optional) authentication, so a refused call is traced and mapped like others.
-            interceptors=[
-                *server_interceptors(self.engine),
-                ErrorInterceptor(),
-                *([AuthInterceptor(read_tokens(s.auth_tokens_file))] if s.auth_tokens_file else []),
-            ],
+            # OpenTelemetry outermost, then (optional) authentication, then the task context of
+            # logs/spans, then error mapping.
+            interceptors=[*server_interceptors(self.engine, auth), ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -104,10 +104,15 @@ def _otlp_exporter() -> Any:
     return exporter_module.OTLPSpanExporter()
 
 
-def server_interceptors(engine: Engine) -> list[grpc.aio.ServerInterceptor]:
-    """The OpenTelemetry server interceptor, then the task-context one (outermost first)."""
+def server_interceptors(
+    engine: Engine, after_tracing: Sequence[grpc.aio.ServerInterceptor] = ()
+) -> list[grpc.aio.ServerInterceptor]:
+    """The OpenTelemetry server interceptor, ``after_tracing`` (authentication: refused calls are
+    traced, yet refused before the task-context lookup reads the database), then the
+    task-context one (outermost first)."""
     return [
         aio_server_interceptor(filter_=filters.negate(_UNTRACED)),  # type: ignore[no-untyped-call]
+        *after_tracing,
         TaskContextInterceptor(engine),
     ]
 
