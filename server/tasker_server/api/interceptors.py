@@ -129,19 +129,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         error = Unauthenticated(problem)
 
-        def deny_unary(_: Any) -> Callable[..., Awaitable[Any]]:
-            async def denied(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                await _abort(context, error)
+        # The refusal goes through the same wrappers as every handler's errors (one status map).
+        async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            raise error
 
-            return denied
+        async def refuse_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            raise error
+            yield  # pragma: no cover - makes this an async generator
 
-        def deny_stream(_: Any) -> Callable[..., AsyncIterator[Any]]:
-            async def denied(
-                request: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
-                await _abort(context, error)
-                yield  # pragma: no cover - makes this an async generator; abort raises
-
-            return denied
-
-        return wrap_handler(handler, unary=deny_unary, stream=deny_stream)
+        return wrap_handler(
+            handler,
+            unary=lambda _: _wrap_unary(refuse),
+            stream=lambda _: _wrap_stream(refuse_stream),
+        )
