@@ -264,9 +264,7 @@ class Commands:
     async def cancel_task(self, task_id: int, actor: str, reason: str) -> None:
         async with self.db.session() as s:
             journal = Journal()
-            task = await task_store.load_task(s, task_id, for_update=True)
-            if task is None:
-                raise errors.NotFound("task", str(task_id), reason="TASK_NOT_FOUND")
+            task = await task_store.locked_task(s, task_id)
             leases = await task_store.close_task(
                 s,
                 journal,

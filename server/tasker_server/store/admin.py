@@ -25,7 +25,7 @@ from tasker_server.domain.states import (
 from .journal import Journal
 from .models import Step, Task, Template
 from .outcomes import BatchResult, TaskDelta, release_children, update_tasks
-from .tasks import close_task
+from .tasks import close_task, locked_task
 
 __all__ = ["complete_or_resolve_step", "load_step", "resolve_task", "retry_step"]
 
@@ -34,12 +34,7 @@ _OPEN_TASK_STATES = {TaskState.PENDING, TaskState.IN_PROGRESS, TaskState.FAILED}
 
 async def load_step(session: AsyncSession, task_id: int, step_name: str) -> tuple[Task, Step]:
     """The task and its step, locked for the change; NOT_FOUND naming what is missing."""
-    query = select(Task).where(Task.id == task_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    task = (await session.execute(query)).scalars().first()
-    if task is None:
-        raise errors.NotFound("task", str(task_id), reason="TASK_NOT_FOUND")
+    task = await locked_task(session, task_id)
     step = (
         (await session.execute(select(Step).where(Step.task_id == task_id, Step.name == step_name)))
         .scalars()
@@ -236,12 +231,7 @@ async def complete_or_resolve_step(
 async def resolve_task(
     session: AsyncSession, journal: Journal, task_id: int, actor: str, reason: str
 ) -> tuple[Task, list[str]]:
-    query = select(Task).where(Task.id == task_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    task = (await session.execute(query)).scalars().first()
-    if task is None:
-        raise errors.NotFound("task", str(task_id), reason="TASK_NOT_FOUND")
+    task = await locked_task(session, task_id)
     leases = await close_task(
         session,
         journal,

@@ -12,6 +12,7 @@ from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tasker_server.domain import errors
 from tasker_server.domain.states import (
     StepState,
     TaskState,
@@ -33,6 +34,7 @@ __all__ = [
     "list_tasks",
     "load_task",
     "load_task_detail",
+    "locked_task",
 ]
 
 
@@ -248,6 +250,14 @@ async def load_task(
     if for_update:
         query = query.with_for_update()
     return (await session.execute(query)).scalars().first()
+
+
+async def locked_task(session: AsyncSession, task_id: int) -> Task:
+    """The task, row-locked for a change (PostgreSQL; SQLite writers run alone); NOT_FOUND."""
+    task = await load_task(session, task_id, for_update=True)
+    if task is None:
+        raise errors.NotFound("task", str(task_id), reason="TASK_NOT_FOUND")
+    return task
 
 
 async def load_task_detail(session: AsyncSession, task_id: int) -> TaskDetail | None:
