@@ -135,7 +135,7 @@ module Tasker
     # True while the lease is active (unknown on network trouble counts as active).
     def extend_lease(lease_id)
       response = @stub.heartbeat(V1::HeartbeatRequest.new(worker_id: @worker_id, lease_ids: [lease_id]),
-                                 metadata: @metadata, deadline: Time.now + 10)
+                                 metadata: @metadata, deadline: Time.now + Internal::Outcome::UNARY_TIMEOUT)
       response.leases.all?(&:active)
     rescue GRPC::BadStatus => e
       @logger.warn("heartbeat for lease #{lease_id} failed: #{Error.from_grpc(e).inspect}")
@@ -143,22 +143,12 @@ module Tasker
     end
 
     def report(kind, outcome)
-      request = V1::ReportStepResultRequest.new(worker_id: @worker_id)
-      kind == :result ? request.success = outcome : request.failure = outcome
-      backoff = Internal::Backoff.new(0.2, 5.0)
-      begin
-        @stub.report_step_result(request, metadata: @metadata, deadline: Time.now + 10)
-        :reported
-      rescue GRPC::BadStatus => e
-        error = Error.from_grpc(e)
-        return :stale if error.reason == "LEASE_STALE"
+      Internal::Outcome.report(@stub, @metadata, @worker_id, kind, outcome)
+      :reported
+    rescue Error => e
+      return :stale if e.reason == "LEASE_STALE"
 
-        if [14, 4, 2].include?(error.code) && backoff.failures < 8
-          sleep backoff.next_delay
-          retry
-        end
-        raise error
-      end
+      raise
     end
 
     def monotonic

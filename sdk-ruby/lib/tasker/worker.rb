@@ -31,12 +31,11 @@ module Tasker
     DEFAULT_HEARTBEAT_INTERVAL = 10.0
     DEFAULT_KEEPALIVE_TIMEOUT = 60.0
     WELCOME_TIMEOUT = 30.0
-    UNARY_TIMEOUT = 10.0
+    UNARY_TIMEOUT = Internal::Outcome::UNARY_TIMEOUT
     FLUSH_TIMEOUT = 5.0
     TICK = 0.1
     HANDED_OFF = [].freeze # run_handler's answer when another process reports the outcome
     FATAL_CODES = [3, 16, 7, 12].freeze # INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, UNIMPLEMENTED
-    RETRY_UNARY = [14, 4, 2].freeze     # UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN
 
     V1 = Tasker::V1
     private_constant :V1
@@ -430,19 +429,9 @@ module Tasker
     # is unreachable.
     def report_unary(kind, outcome)
       thread = Thread.new do
-        request = V1::ReportStepResultRequest.new(worker_id: @worker_id)
-        kind == :result ? request.success = outcome : request.failure = outcome
-        backoff = Internal::Backoff.new(0.2, 5.0)
-        begin
-          @stub.report_step_result(request, metadata: @metadata, deadline: Time.now + UNARY_TIMEOUT)
-        rescue GRPC::BadStatus => e
-          error = Error.from_grpc(e)
-          if RETRY_UNARY.include?(error.code) && backoff.failures < 8
-            sleep backoff.next_delay
-            retry
-          end
-          @logger.warn("outcome of lease #{outcome.lease_id} not recorded: #{error.inspect}")
-        end
+        Internal::Outcome.report(@stub, @metadata, @worker_id, kind, outcome)
+      rescue Error => e
+        @logger.warn("outcome of lease #{outcome.lease_id} not recorded: #{e.inspect}")
       end
       @lock.synchronize do
         @background.reject! { |t| !t.alive? }

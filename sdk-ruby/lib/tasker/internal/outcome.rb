@@ -17,7 +17,29 @@ module Tasker
         business_logic: :ERROR_CLASS_BUSINESS_LOGIC, permanent: :ERROR_CLASS_PERMANENT
       }.freeze
 
+      # Statuses on which a unary report is retried: UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN.
+      RETRY_CODES = [14, 4, 2].freeze
+      UNARY_TIMEOUT = 10.0
+
       module_function
+
+      # Sends an outcome (+kind+ :result or :failure) with WorkerService.ReportStepResult,
+      # retrying with backoff while the server is unreachable; raises Tasker::Error otherwise.
+      def report(stub, metadata, worker_id, kind, outcome)
+        request = V1::ReportStepResultRequest.new(worker_id: worker_id)
+        kind == :result ? request.success = outcome : request.failure = outcome
+        backoff = Internal::Backoff.new(0.2, 5.0)
+        begin
+          stub.report_step_result(request, metadata: metadata, deadline: Time.now + UNARY_TIMEOUT)
+        rescue GRPC::BadStatus => e
+          error = Error.from_grpc(e)
+          if RETRY_CODES.include?(error.code) && backoff.failures < 8
+            sleep backoff.next_delay
+            retry
+          end
+          raise error
+        end
+      end
 
       # Calls the handler in a span joined to the assignment's trace; returns its value.
       def invoke(handler, ctx)
