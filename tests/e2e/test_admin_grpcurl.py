@@ -9,7 +9,6 @@ is protojson with the proto field names (int64 as strings, enums by name, defaul
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -25,10 +24,9 @@ from tasker import (
     PermanentError,
     RetryableError,
     StepContext,
-    Worker,
 )
 from tasker.testing import WorkflowBuilder
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, running_worker
 
 ACTOR = "ops-carol"
 ADMIN = "tasker.v1.AdminService"
@@ -88,20 +86,6 @@ class Grpcurl:
 @pytest.fixture
 def grpc_cli(grpcurl: str, proc: ServerProcess) -> Grpcurl:
     return Grpcurl(grpcurl, proc.address)
-
-
-@contextlib.asynccontextmanager
-async def running_worker(address: str, ns: str, handlers: dict[str, Any]) -> AsyncIterator[Worker]:
-    worker = Worker(address, [ns], capacity=4, worker_id=f"grpcurl-{ns}")
-    for name, fn in handlers.items():
-        worker.register(name, fn)
-    run = asyncio.create_task(worker.run())
-    try:
-        await worker.wait_connected(10)
-        yield worker
-    finally:
-        await worker.shutdown(drain_timeout=1)
-        await run
 
 
 async def get_task(cli: Grpcurl, task_id: str) -> dict[str, Any]:
@@ -184,7 +168,9 @@ async def test_retry_complete_and_resolve_steps_over_grpcurl(
         .build()
     )
     await client.register_template(yaml)
-    async with running_worker(proc.address, ns, {"work": work, "after": after}):
+    async with running_worker(
+        proc.address, ns, {"work": work, "after": after}, worker_id=f"grpcurl-{ns}"
+    ):
         to_retry = (await client.create_task(ns, "admin_steps", {"mode": "retry"})).task_id
         to_complete = (await client.create_task(ns, "admin_steps", {"mode": "complete"})).task_id
         to_resolve = (await client.create_task(ns, "admin_steps", {"mode": "block"})).task_id
@@ -287,7 +273,9 @@ async def test_cancel_and_resolve_tasks_over_grpcurl(
     gated = WorkflowBuilder("gated", ns).step("gate", "gate").step("next", "slow", ["gate"])
     await client.register_template(yaml)
     await client.register_template(gated.build())
-    async with running_worker(proc.address, ns, {"slow": slow, "gate": gate}):
+    async with running_worker(
+        proc.address, ns, {"slow": slow, "gate": gate}, worker_id=f"grpcurl-{ns}"
+    ):
         created = await grpc_cli(
             f"{TASKS}/CreateTask", {"namespace": ns, "template_name": "admin_tasks", "context": {}}
         )
@@ -343,7 +331,9 @@ async def test_workers_and_namespaces_over_grpcurl(
         return {"tick": True}
 
     await client.register_template(WorkflowBuilder("ticker", ns).step("tick", "tick").build())
-    async with running_worker(proc.address, ns, {"tick": tick}) as worker:
+    async with running_worker(
+        proc.address, ns, {"tick": tick}, worker_id=f"grpcurl-{ns}"
+    ) as worker:
         listed = await grpc_cli(f"{ADMIN}/ListWorkers", {"namespace": ns})
         [info] = listed["workers"]
         assert info["worker_id"] == worker.worker_id
@@ -415,7 +405,7 @@ async def test_circuit_breakers_over_grpcurl(
         .build()
     )
     await client.register_template(yaml)
-    async with running_worker(proc.address, ns, {"call": call}):
+    async with running_worker(proc.address, ns, {"call": call}, worker_id=f"grpcurl-{ns}"):
         task_id = (await client.create_task(ns, "breaker", {})).task_id
         async with asyncio.timeout(10):
             while True:

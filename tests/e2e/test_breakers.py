@@ -17,7 +17,6 @@ from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 
 from tasker import (
     Client,
@@ -26,34 +25,13 @@ from tasker import (
     PermanentError,
     RetryableError,
     StepContext,
-    Worker,
 )
 from tasker.testing import WorkflowBuilder
-from tests.support.server import RunningServer, ServerProcess
+from tests.support.server import RunningServer, ServerProcess, running_worker
 
 NS = "breakers"
 ACTOR = "ops-bob"
 # engine._refresh_shared_state re-reads rows updated since its previous run minus 1 s.
-
-
-@pytest_asyncio.fixture
-async def client(server: RunningServer) -> AsyncIterator[Client]:
-    async with await Client.connect(server.address, timeout=10) as c:
-        yield c
-
-
-@contextlib.asynccontextmanager
-async def running_worker(address: str, handlers: dict[str, Any]) -> AsyncIterator[Worker]:
-    worker = Worker(address, [NS], capacity=4)
-    for name, fn in handlers.items():
-        worker.register(name, fn)
-    run = asyncio.create_task(worker.run())
-    try:
-        await worker.wait_connected(10)
-        yield worker
-    finally:
-        await worker.shutdown(drain_timeout=1)
-        await run
 
 
 @contextlib.asynccontextmanager
@@ -137,7 +115,10 @@ async def test_breaker_opens_holds_dispatch_half_opens_and_closes(
     key = "payments-api"
     api = Downstream()
     await register_settled(client, template("guarded", key, threshold=2, reset=1))
-    async with breaker_events(client) as events, running_worker(server.address, {"call_api": api}):
+    async with (
+        breaker_events(client) as events,
+        running_worker(server.address, NS, {"call_api": api}),
+    ):
         first = await client.create_task(NS, "guarded", {})
         await wait_for(lambda: _state_is(client, key, "open"))
         [breaker] = await client.get_circuit_breakers([key])
@@ -196,7 +177,10 @@ async def test_reset_circuit_breaker_closes_it_at_once(
     key = "ledger-api"
     api = Downstream()
     await register_settled(client, template("resettable", key, threshold=1, reset=60))
-    async with breaker_events(client) as events, running_worker(server.address, {"call_api": api}):
+    async with (
+        breaker_events(client) as events,
+        running_worker(server.address, NS, {"call_api": api}),
+    ):
         task = await client.create_task(NS, "resettable", {})
         await wait_for(lambda: _state_is(client, key, "open"))
         assert len(api.calls) == 1
@@ -228,7 +212,7 @@ async def test_open_breaker_survives_a_server_restart(db_url: str) -> None:
     try:
         async with await Client.connect(proc.address, timeout=10) as client:
             await register_settled(client, template("durable", key, threshold=1, reset=60))
-            async with running_worker(proc.address, {"call_api": api}):
+            async with running_worker(proc.address, NS, {"call_api": api}):
                 task = await client.create_task(NS, "durable", {})
                 await wait_for(lambda: _state_is(client, key, "open"))
             [before] = await client.get_circuit_breakers([key])
@@ -242,7 +226,7 @@ async def test_open_breaker_survives_a_server_restart(db_url: str) -> None:
             assert (after.failure_threshold, after.reset_timeout) == (1, 60.0)
             assert after.opened_time == before.opened_time
             # And it still holds dispatch after the restart.
-            async with running_worker(proc.address, {"call_api": api}):
+            async with running_worker(proc.address, NS, {"call_api": api}):
                 await asyncio.sleep(0.7)
                 current = await client.get_task(task.task_id)
                 assert current.step("call").state == "retrying"
@@ -270,7 +254,7 @@ async def test_failed_trial_reopens_and_plain_keys_are_shared_across_handlers(
     rejecter = WorkflowBuilder("rejecter", NS).step("bad", "reject", circuit_breaker=key).build()
     await register_settled(client, template("writer", key, threshold=2, reset=1), reader, rejecter)
     handlers = {"call_api": api, "report": report, "reject": reject}
-    async with breaker_events(client) as events, running_worker(server.address, handlers):
+    async with breaker_events(client) as events, running_worker(server.address, NS, handlers):
         bad = await client.create_task(NS, "rejecter", {})
         assert (await client.wait_for_task(bad.task_id, timeout=10)).state == "failed"
         [breaker] = await client.get_circuit_breakers([key])

@@ -14,7 +14,6 @@ from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import text
 
@@ -47,12 +46,6 @@ def _diamond() -> str:
         .with_diamond_pattern(["b", "c"], convergence="d", handler="step")
         .build()
     )
-
-
-@pytest_asyncio.fixture
-async def client(server: RunningServer) -> AsyncIterator[Client]:
-    async with await Client.connect(server.address, timeout=10) as c:
-        yield c
 
 
 async def _start_worker(address: str, handler: Any) -> tuple[Worker, asyncio.Task[None]]:

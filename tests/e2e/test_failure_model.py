@@ -11,14 +11,11 @@ sweep interval and dispatch latency on a loaded 2-core machine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 
 from tasker import (
     Client,
@@ -29,36 +26,15 @@ from tasker import (
     RetryableError,
     StepContext,
     Task,
-    Worker,
 )
 from tasker.testing import WorkflowBuilder
 from tasker_server.domain.retry import BackoffFactors, RetryPolicy, backoff_bound
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, running_worker
 
 NS = "failure_model"
 SLACK = 1.0
 EPS = 0.005  # timestamp rounding between the two records compared
 ACTOR = "ops-alice"
-
-
-@pytest_asyncio.fixture
-async def client(server: RunningServer) -> AsyncIterator[Client]:
-    async with await Client.connect(server.address, timeout=10) as c:
-        yield c
-
-
-@contextlib.asynccontextmanager
-async def running_worker(server: RunningServer, handlers: dict[str, Any]) -> AsyncIterator[Worker]:
-    worker = Worker(server.address, [NS], capacity=4)
-    for name, fn in handlers.items():
-        worker.register(name, fn)
-    run = asyncio.create_task(worker.run())
-    try:
-        await worker.wait_connected(10)
-        yield worker
-    finally:
-        await worker.shutdown(drain_timeout=1)
-        await run
 
 
 async def wait_step(client: Client, task_id: str, step: str, state: str) -> Task:
@@ -131,7 +107,7 @@ async def test_transient_error_is_retried_at_once(server: RunningServer, client:
     retry = {"max_attempts": 3, "backoff_base_seconds": 10, "max_delay_seconds": 30}
     yaml = WorkflowBuilder("transient", NS).step("a", "flaky", retry=retry).build()
     await client.register_template(yaml)
-    async with running_worker(server, {"flaky": flaky}):
+    async with running_worker(server.address, NS, {"flaky": flaky}):
         task = await client.create_task(NS, "transient", {})
         final = await client.wait_for_task(task.task_id, timeout=15)
 
@@ -159,7 +135,7 @@ async def test_delayed_error_honours_the_retry_after_hint(
     retry = {"max_attempts": 2, "backoff_base_seconds": 5, "max_delay_seconds": 30}
     yaml = WorkflowBuilder("hinted", NS).step("a", "rate_limited", retry=retry).build()
     await client.register_template(yaml)
-    async with running_worker(server, {"rate_limited": rate_limited}):
+    async with running_worker(server.address, NS, {"rate_limited": rate_limited}):
         task = await client.create_task(NS, "hinted", {})
         final = await client.wait_for_task(task.task_id, timeout=15)
 
@@ -192,7 +168,7 @@ async def test_delayed_error_without_hint_waits_within_the_formula_bounds(
     )
     yaml = WorkflowBuilder("backoff", NS).step("a", "overloaded", retry=retry).build()
     await client.register_template(yaml)
-    async with running_worker(server, {"overloaded": overloaded}):
+    async with running_worker(server.address, NS, {"overloaded": overloaded}):
         task = await client.create_task(NS, "backoff", {})
         final = await client.wait_for_task(task.task_id, timeout=15)
 
@@ -221,7 +197,7 @@ async def test_unclassified_exception_is_retried_as_delayed(
     policy = RetryPolicy(max_attempts=2, backoff_base_seconds=0.2, max_delay_seconds=5)
     yaml = WorkflowBuilder("unclassified", NS).step("a", "buggy", retry=retry).build()
     await client.register_template(yaml)
-    async with running_worker(server, {"buggy": buggy}):
+    async with running_worker(server.address, NS, {"buggy": buggy}):
         task = await client.create_task(NS, "unclassified", {})
         final = await client.wait_for_task(task.task_id, timeout=15)
 
@@ -253,7 +229,7 @@ async def test_business_logic_error_blocks_then_manual_resolution_feeds_dependen
         .build()
     )
     await client.register_template(yaml)
-    async with running_worker(server, {"check": check, "ship": ship}):
+    async with running_worker(server.address, NS, {"check": check, "ship": ship}):
         task = await client.create_task(NS, "blocking", {})
         blocked = await wait_step(client, task.task_id, "check", "blocked")
         await asyncio.sleep(0.5)  # a blocked step is not retried
@@ -306,7 +282,7 @@ async def test_permanent_error_fails_task_then_retry_step_completes_it(
         .build()
     )
     await client.register_template(yaml)
-    async with running_worker(server, {"pay": pay, "ship": ship}):
+    async with running_worker(server.address, NS, {"pay": pay, "ship": ship}):
         task = await client.create_task(NS, "permanent", {})
         failed = await client.wait_for_task(task.task_id, timeout=10)
         assert failed.state == "failed"
@@ -370,7 +346,7 @@ async def test_negative_and_absurd_retry_after_hints_are_clamped(
         .build()
     )
     await client.register_template(yaml)
-    async with running_worker(server, {"negative": negative, "absurd": absurd}):
+    async with running_worker(server.address, NS, {"negative": negative, "absurd": absurd}):
         task = await client.create_task(NS, "hints", {})
         final = await client.wait_for_task(task.task_id, timeout=15)
 
@@ -409,7 +385,7 @@ async def test_optional_step_exhausted_is_skipped_and_dependents_are_told(
         .build()
     )
     await client.register_template(yaml)
-    async with running_worker(server, {"enrich": enrich, "report": report}):
+    async with running_worker(server.address, NS, {"enrich": enrich, "report": report}):
         task = await client.create_task(NS, "optional", {})
         final = await client.wait_for_task(task.task_id, timeout=10)
 
@@ -444,7 +420,9 @@ async def test_fallback_handler_runs_after_the_last_failed_attempt(
         .build()
     )
     await client.register_template(yaml)
-    async with running_worker(server, {"primary": primary, "backup": backup, "notify": notify}):
+    async with running_worker(
+        server.address, NS, {"primary": primary, "backup": backup, "notify": notify}
+    ):
         task = await client.create_task(NS, "fallback", {})
         final = await client.wait_for_task(task.task_id, timeout=10)
 
@@ -476,7 +454,7 @@ async def test_handler_past_its_timeout_is_cancelled_and_retried(
         .build()
     )
     await client.register_template(yaml)
-    async with running_worker(server, {"slow_once": slow_once}):
+    async with running_worker(server.address, NS, {"slow_once": slow_once}):
         task = await client.create_task(NS, "timeout", {})
         final = await client.wait_for_task(task.task_id, timeout=10)
 
@@ -514,7 +492,7 @@ async def test_complete_step_manually_on_a_failed_step_lets_dependents_proceed(
         .build()
     )
     await client.register_template(yaml)
-    async with running_worker(server, {"export": export, "archive": archive}):
+    async with running_worker(server.address, NS, {"export": export, "archive": archive}):
         task = await client.create_task(NS, "complete_by_hand", {})
         failed = await client.wait_for_task(task.task_id, timeout=10)
         assert (failed.state, failed.step("export").state) == ("failed", "failed")
@@ -550,7 +528,7 @@ async def test_resolve_task_manually_cancels_the_remaining_steps(
         .build()
     )
     await client.register_template(yaml)
-    async with running_worker(server, {"verify": verify, "never": never}):
+    async with running_worker(server.address, NS, {"verify": verify, "never": never}):
         task = await client.create_task(NS, "resolve_task", {})
         await wait_step(client, task.task_id, "verify", "blocked")
         resolved = await client.resolve_task_manually(
@@ -578,7 +556,7 @@ async def test_illegal_and_unknown_admin_actions_are_refused(
 
     yaml = WorkflowBuilder("illegal", NS).step("a", "ok").step("b", "ok", depends_on=["a"]).build()
     await client.register_template(yaml)
-    async with running_worker(server, {"ok": ok}):
+    async with running_worker(server.address, NS, {"ok": ok}):
         done = await client.create_task(NS, "illegal", {})
         done = await client.wait_for_task(done.task_id, timeout=10)
     assert done.state == "complete"
@@ -628,7 +606,7 @@ async def test_attempt_history_start_time_is_per_attempt(
     yaml = WorkflowBuilder("starts", NS).step("a", "rate_limited", retry={"max_attempts": 2})
     yaml = yaml.build()
     await client.register_template(yaml)
-    async with running_worker(server, {"rate_limited": rate_limited}):
+    async with running_worker(server.address, NS, {"rate_limited": rate_limited}):
         task = await client.create_task(NS, "starts", {})
         final = await client.wait_for_task(task.task_id, timeout=15)
 
@@ -651,7 +629,7 @@ async def test_priority_shortens_the_backoff_by_the_formula(
     policy = RetryPolicy(max_attempts=2, backoff_base_seconds=3, max_delay_seconds=10)
     yaml = WorkflowBuilder("urgent", NS).step("a", "overloaded", retry=retry).build()
     await client.register_template(yaml)
-    async with running_worker(server, {"overloaded": overloaded}):
+    async with running_worker(server.address, NS, {"overloaded": overloaded}):
         task = await client.create_task(NS, "urgent", {}, priority=90)  # 3 s / 10 = 0.3 s
         final = await client.wait_for_task(task.task_id, timeout=15)
 
@@ -676,7 +654,7 @@ async def test_retry_step_on_a_blocked_step_runs_it_again(
 
     yaml = WorkflowBuilder("retry_blocked", NS).step("check", "check").build()
     await client.register_template(yaml)
-    async with running_worker(server, {"check": check}):
+    async with running_worker(server.address, NS, {"check": check}):
         task = await client.create_task(NS, "retry_blocked", {})
         await wait_step(client, task.task_id, "check", "blocked")
         approved.set()
@@ -714,7 +692,7 @@ async def test_resolving_a_running_step_cancels_its_handler(
         .build()
     )
     await client.register_template(yaml)
-    async with running_worker(server, {"hang": hang, "then": then}):
+    async with running_worker(server.address, NS, {"hang": hang, "then": then}):
         task = await client.create_task(NS, "resolve_running", {})
         await asyncio.wait_for(started.wait(), 10)
         await wait_step(client, task.task_id, "hang", "in_progress")
@@ -752,7 +730,7 @@ async def test_failing_fallback_handler_fails_the_step_and_retry_step_runs_the_p
         .build()
     )
     await client.register_template(yaml)
-    async with running_worker(server, {"primary": primary, "backup": backup}):
+    async with running_worker(server.address, NS, {"primary": primary, "backup": backup}):
         task = await client.create_task(NS, "fallback_fails", {})
         final = await client.wait_for_task(task.task_id, timeout=10)
 

