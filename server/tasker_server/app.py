@@ -143,10 +143,11 @@ class App:
             self.port = self.server.add_secure_port(s.listen, _tls_credentials(s))
         else:
             self.port = self.server.add_insecure_port(s.listen)
+        # Health is known before the port opens, so no probe ever sees a service as NOT_FOUND.
+        await self._check_health()
         await self.server.start()
         if self.metrics is not None:  # observability (issue 5)
             self.metrics.start(s.metrics_listen)
-        await self._check_health()
         self._health_task = asyncio.create_task(self._health_loop(), name="tasker-health")
         log.info(
             "tasker serving",
@@ -185,7 +186,9 @@ class App:
             if ok and not self._stopping
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", *SERVICE_NAMES):
+        # The overall status ("") goes last: each ``set`` awaits, and a probe that has seen ""
+        # SERVING may ask for any named service next; it must not get NOT_FOUND.
+        for name in (*SERVICE_NAMES, ""):
             await self.health.set(name, status)
 
     async def _health_loop(self) -> None:
