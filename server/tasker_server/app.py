@@ -143,11 +143,12 @@ class App:
             self.port = self.server.add_secure_port(s.listen, _tls_credentials(s))
         else:
             self.port = self.server.add_insecure_port(s.listen)
-        # Health is known before the port opens, so no probe ever sees a service as NOT_FOUND.
-        await self._check_health()
-        await self.server.start()
         if self.metrics is not None:  # observability (issue 5)
             self.metrics.start(s.metrics_listen)
+        # Health is known before the port opens, so no probe ever sees a service as NOT_FOUND,
+        # and whoever sees SERVING can scrape the metrics port.
+        await self._check_health()
+        await self.server.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="tasker-health")
         log.info(
             "tasker serving",
