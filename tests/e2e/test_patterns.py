@@ -2,7 +2,8 @@
 processes (the conformance worker, tests/conformance/python_worker.py):
 
 (a) independent steps run concurrently; (b) no step starts before all its parents completed;
-(c) two worker processes share the load; (d) an idempotency key yields one task;
+(c) two worker processes share the load, idle workers taking ready steps in turn;
+(d) an idempotency key yields one task;
 (e) ``orchestration.max_parallel_steps`` and a worker's capacity are never exceeded;
 (f) a namespace's ``max_parallel_tasks`` (AdminService.UpdateNamespace) is never exceeded.
 
@@ -14,6 +15,7 @@ transition log.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -198,6 +200,23 @@ async def test_two_worker_processes_share_the_load(server: RunningServer) -> Non
             assert s.result == expected[s.name], (task.task_id, s.name)
         seen.update(a.worker_id for _, a in attempts(task))
     assert seen == {"conformance-w1", "conformance-w2"}
+
+
+async def test_ready_steps_are_dealt_in_turn_to_idle_workers(server: RunningServer) -> None:
+    # Four independent steps, two idle workers with room for all of them: one claim for both
+    # workers deals the steps in turn, rather than filling the first worker's capacity.
+    roots = [step(f"r{i}", "sleep", handler_config={"ms": 50}) for i in range(4)]
+    async with await Client.connect(server.address, timeout=10) as client:
+        await client.register_template(template("pattern_dealt", roots))
+        async with workers(
+            server.address,
+            {"capacity": 8, "worker_id": "dealt-w1"},
+            {"capacity": 8, "worker_id": "dealt-w2"},
+        ):
+            (task,) = await run_tasks(client, "pattern_dealt", [1])
+    assert task.state == "complete", task
+    per_worker = Counter(a.worker_id for _, a in attempts(task))
+    assert per_worker == {"dealt-w1": 2, "dealt-w2": 2}, per_worker
 
 
 # --- (d) idempotency key ------------------------------------------------------------------------

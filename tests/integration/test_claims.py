@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from sqlalchemy import select
+
 from tasker_server.config import load_settings
 from tasker_server.engine.commands import Commands
 from tasker_server.engine.engine import Engine
 from tasker_server.store.db import Database
 from tasker_server.store.dispatch import admit_tasks, claim_steps
 from tasker_server.store.journal import Journal
+from tasker_server.store.models import Step
 from tests.support.server import FAST_TIMERS
 
 FANOUT = """
@@ -22,14 +25,13 @@ step_templates:
 """ + "".join(f"  - {{name: s{i}, handler_class: h}}\n" for i in range(10))
 
 
-async def test_concurrent_claimers_share_nothing_and_respect_max_parallel_steps(
-    database: Database, db_url: str
-) -> None:
+async def _admitted_fanout_tasks(database: Database, db_url: str, count: int) -> list[int]:
+    """``count`` tasks of FANOUT, created and admitted (so their steps are ready)."""
     settings = load_settings(environ={}, overrides={"database_url": db_url, **FAST_TIMERS})
     engine = Engine(database, settings)
     commands = Commands(engine)
     await commands.register_template(FANOUT)
-    # Only the task creator runs: admission and claims are driven by hand below.
+    # Only the task creator runs: admission and claims are driven by hand.
     engine.creator.start()
     try:
         created = await asyncio.gather(
@@ -47,16 +49,22 @@ async def test_concurrent_claimers_share_nothing_and_respect_max_parallel_steps(
                     trace_parent=None,
                     trace_state=None,
                 )
-                for i in range(6)
+                for i in range(count)
             )
         )
     finally:
         await engine.creator.stop()
-    task_ids = [detail.task.id for detail, _ in created]
     async with database.session() as s:
         journal = Journal()
-        assert await admit_tasks(s, journal, 100) == 6
+        assert await admit_tasks(s, journal, 100) == count
         await journal.flush(s)
+    return [detail.task.id for detail, _ in created]
+
+
+async def test_concurrent_claimers_share_nothing_and_respect_max_parallel_steps(
+    database: Database, db_url: str
+) -> None:
+    task_ids = await _admitted_fanout_tasks(database, db_url, 6)
 
     async def claimer(n: int) -> list[tuple[int, int]]:
         got = []
@@ -68,8 +76,7 @@ async def test_concurrent_claimers_share_nothing_and_respect_max_parallel_steps(
                     journal,
                     namespaces=["claims"],
                     handlers=["h"],
-                    limit=4,
-                    worker_id=f"w{n}",
+                    workers=[(f"w{n}", 4)],
                     lease_extra_seconds=5,
                 )
                 await journal.flush(s)
@@ -85,3 +92,28 @@ async def test_concurrent_claimers_share_nothing_and_respect_max_parallel_steps(
     assert max(per_task.values()) <= 3
     # ...and the claimers, together, filled every task to exactly that limit.
     assert per_task == {task_id: 3 for task_id in task_ids}
+
+
+async def test_one_claim_for_several_workers_deals_the_steps_in_turn(
+    database: Database, db_url: str
+) -> None:
+    await _admitted_fanout_tasks(database, db_url, 1)  # 3 steps claimable (max_parallel_steps)
+    async with database.session() as s:
+        journal = Journal()
+        claimed = await claim_steps(
+            s,
+            journal,
+            namespaces=["claims"],
+            handlers=["h"],
+            workers=[("a", 1), ("b", 5), ("idle", 0)],
+            lease_extra_seconds=5,
+        )
+        await journal.flush(s)
+    # In turn while each has room: a (its only slot), b, then b again.
+    assert [c.worker_id for c in claimed] == ["a", "b", "b"]
+    async with database.session(read_only=True) as s:
+        rows = await s.execute(
+            select(Step.lease_id, Step.worker_id).where(Step.lease_id.is_not(None))
+        )
+        leased = {lease_id: worker_id for lease_id, worker_id in rows.all()}
+    assert leased == {c.lease_id: c.worker_id for c in claimed}

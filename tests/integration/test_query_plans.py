@@ -57,7 +57,7 @@ async def test_claim_reads_the_ready_index(sqlite_db: Database) -> None:
 
     async def claim(s: Any) -> object:
         return await claim_steps(
-            s, Journal(), namespaces=["ns"], handlers=["h"], limit=2, worker_id="w",
+            s, Journal(), namespaces=["ns"], handlers=["h"], workers=[("w", 2)],
             lease_extra_seconds=1.0,
         )
 

@@ -449,44 +449,50 @@ class Engine:
         self, s: Session, journal: Journal
     ) -> list[tuple[WorkerSession, list[ClaimedStep], int]]:
         """Claims for every session with free capacity; open breakers' keys are held back, and a
-        half-open breaker lets exactly one trial step through."""
+        half-open breaker lets exactly one trial step through (to the group's first worker)."""
         extra = self.settings.ack_timeout_seconds + self.settings.lease_grace_seconds
         blocked, trials = self.breakers.blocked_keys(journal.now)
-        claims: list[tuple[WorkerSession, list[ClaimedStep], int]] = []
-        for session in list(self.sessions.values()):
-            free = min(session.free, _BATCH)
-            if free <= 0:
-                continue
-            claimed: list[ClaimedStep] = []
-            for key in list(trials):
+        # A snapshot: sessions may open or close while the claims await the database.
+        sessions = [session for session in self.sessions.values() if session.free > 0]
+        free = {session.worker_id: min(session.free, _BATCH) for session in sessions}
+        claimed: dict[str, list[ClaimedStep]] = {session.worker_id: [] for session in sessions}
+        # Workers serving the same namespaces and handlers claim together, in one query.
+        groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[WorkerSession]] = {}
+        for session in sessions:
+            signature = (tuple(sorted(session.namespaces)), tuple(sorted(session.handlers)))
+            groups.setdefault(signature, []).append(session)
+        for (namespaces, handlers), members in groups.items():
+            first = members[0].worker_id
+            for key in list(trials):  # rare: only while a breaker is half-open
                 trial = await claim_steps(
                     s,
                     journal,
-                    namespaces=session.namespaces,
-                    handlers=session.handlers,
-                    limit=1,
-                    worker_id=session.worker_id,
+                    namespaces=list(namespaces),
+                    handlers=list(handlers),
+                    workers=[(first, 1)],
                     lease_extra_seconds=extra,
                     only_breaker_key=key,
                 )
                 if trial:
                     self.breakers.trial_started(key, trial[0].lease_id)
                     trials.remove(key)
-                    claimed += trial
-            if free - len(claimed) > 0:
-                claimed += await claim_steps(
-                    s,
-                    journal,
-                    namespaces=session.namespaces,
-                    handlers=session.handlers,
-                    limit=free - len(claimed),
-                    worker_id=session.worker_id,
-                    lease_extra_seconds=extra,
-                    open_breakers=blocked,
-                )
-            if claimed:
-                claims.append((session, claimed, free))
-        return claims
+                    claimed[first] += trial
+            room = [(m.worker_id, free[m.worker_id] - len(claimed[m.worker_id])) for m in members]
+            for step in await claim_steps(
+                s,
+                journal,
+                namespaces=list(namespaces),
+                handlers=list(handlers),
+                workers=room,
+                lease_extra_seconds=extra,
+                open_breakers=blocked,
+            ):
+                claimed[step.worker_id].append(step)
+        return [
+            (session, claimed[session.worker_id], free[session.worker_id])
+            for session in sessions
+            if claimed[session.worker_id]
+        ]
 
     def _factors(self, step: Step, task: Task) -> BackoffFactors:
         """The backoff context of a failing step (see domain/retry.py for how each counts)."""

@@ -15,6 +15,7 @@ read-then-write runs alone.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -68,6 +69,7 @@ class ClaimedStep:
     dependencies: tuple[DependencyRow, ...]
     is_fallback: bool = False
     breaker_key: str = ""
+    worker_id: str = ""  # the worker the step is leased to
 
 
 async def admit_tasks(session: AsyncSession, journal: Journal, server_cap: int) -> int:
@@ -157,13 +159,18 @@ async def claim_steps(
     *,
     namespaces: list[str],
     handlers: list[str],
-    limit: int,
-    worker_id: str,
+    workers: Sequence[tuple[str, int]],
     lease_extra_seconds: float,
     open_breakers: list[str] | None = None,
     only_breaker_key: str | None = None,
 ) -> list[ClaimedStep]:
-    """Leases up to ``limit`` ready steps that this worker can run; highest priority first."""
+    """Leases ready steps for ``workers`` (worker id, free slots), which all serve these
+    namespaces and handlers: highest priority first, dealt round-robin so they share the load.
+
+    One query for all of them rather than one per worker: within the transaction a second
+    worker's query could only find what the first one's left, and on a busy tick each query is
+    a round trip (plus its two UPDATEs and the read of the dependencies' results)."""
+    limit = sum(max(0, free) for _, free in workers)
     if limit <= 0 or not namespaces or not handlers:
         return []
     now = journal.now
@@ -213,6 +220,7 @@ async def claim_steps(
         for step, _ in chosen
     }
     leases = {step.id: str(uuid.uuid4()) for step, _ in chosen}
+    owners = dict(zip((step.id for step, _ in chosen), _deal(len(chosen), workers), strict=True))
     await session.execute(
         _LEASE_STEP,
         [
@@ -220,7 +228,7 @@ async def claim_steps(
                 "b_id": step.id,
                 "b_lease": leases[step.id],
                 "b_expires": deadlines[step.id],
-                "b_worker": worker_id,
+                "b_worker": owners[step.id],
                 "b_now": now,
             }
             for step, _ in chosen
@@ -237,7 +245,7 @@ async def claim_steps(
             from_state=step.state,
             to_state=StepState.ENQUEUED,
             event="claim",
-            actor=f"worker:{worker_id}",
+            actor=f"worker:{owners[step.id]}",
         )
     await session.execute(
         _ADD_IN_FLIGHT,
@@ -246,7 +254,22 @@ async def claim_steps(
             for task_id, n in added.items()
         ],
     )
-    return await _contexts(session, chosen, leases, deadlines)
+    return await _contexts(session, chosen, leases, deadlines, owners)
+
+
+def _deal(count: int, workers: Sequence[tuple[str, int]]) -> list[str]:
+    """``count`` (at most their free slots in all) handed out one by one, in turn."""
+    left = {worker_id: free for worker_id, free in workers if free > 0}
+    owners: list[str] = []
+    while len(owners) < count:
+        for worker_id in list(left):
+            if len(owners) == count:
+                break
+            owners.append(worker_id)
+            left[worker_id] -= 1
+            if not left[worker_id]:
+                del left[worker_id]
+    return owners
 
 
 # Core executemany statements for the claim's writes (cheaper than ORM bulk updates on the hot
@@ -276,6 +299,7 @@ async def _contexts(
     chosen: list[tuple[Step, Task]],
     leases: dict[int, str],
     deadlines: dict[int, datetime],
+    owners: dict[int, str],
 ) -> list[ClaimedStep]:
     """Execution contexts of claimed steps: one query for all their dependencies' results."""
     step_ids = [step.id for step, _ in chosen]
@@ -314,6 +338,7 @@ async def _contexts(
             dependencies=tuple(deps.get(step.id, ())),
             is_fallback=step.is_fallback,
             breaker_key=step.breaker_key,
+            worker_id=owners[step.id],
         )
         for step, task in chosen
     ]
