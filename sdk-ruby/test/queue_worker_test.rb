@@ -36,4 +36,41 @@ class QueueWorkerTest < Minitest::Test
   ensure
     worker&.shutdown(drain_timeout: 1)
   end
+
+  # The host process holding the stream stops (a deploy) while its job waits in the queue: the
+  # job still runs later and its result counts, as attempt 1 (the hello says hands_off_leases).
+  def test_a_queued_job_outlives_the_queue_workers_stream
+    payloads = Queue.new
+    client = Tasker::Client.new(TestServer.address)
+    ns, name = TestServer.template(client, [%w[only queued_late]])
+    worker = Tasker::QueueWorker.new(TestServer.address, namespaces: [ns], capacity: 1,
+                                                         enqueue: ->(payload) { payloads << payload })
+    worker.register("queued_late", ->(_) {})
+    worker.start
+    assert worker.wait_connected(timeout: 10)
+    task = client.create_task(ns, name, { "n" => 4 })
+    payload = Timeout.timeout(10) { payloads.pop }
+    wait_until { client.get_task(task.task_id).step("only").state == "in_progress" }
+    worker.shutdown(drain_timeout: 1)
+    wait_until { client.list_workers(namespace: ns).none? { |w| w.worker_id == worker.worker_id } }
+
+    runner = Tasker::LeaseRunner.new(TestServer.address,
+                                     handlers: { "queued_late" => ->(ctx) { { "n" => ctx.task.context["n"] * 2 } } })
+    assert_equal :reported, runner.run(payload)
+    done = client.wait_for_task(task.task_id, timeout: 10)
+    assert_equal ["complete", { "n" => 8 }, 1], [done.state, done.step("only").result, done.step("only").attempts]
+  ensure
+    worker&.shutdown(drain_timeout: 1)
+  end
+
+  private
+
+  def wait_until(timeout: 10)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    until yield
+      raise "condition not met within #{timeout}s" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+      sleep 0.05
+    end
+  end
 end

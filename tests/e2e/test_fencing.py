@@ -252,3 +252,99 @@ async def _heartbeat_forever(worker: RawWorker, lease_id: str) -> None:
     while True:
         worker.send(heartbeat=wpb.LeaseHeartbeat(lease_ids=[lease_id]))
         await asyncio.sleep(0.3)
+
+
+# --- the job-queue pattern: leases handed to jobs outlive the stream --------------------------
+
+
+async def _step_state(client: Client, task_id: str, state: str) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            if (await client.get_task(task_id)).step("only").state == state:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def _unlisted(channel: grpc.aio.Channel, worker_id: str) -> None:
+    """Until the server has handled the end of ``worker_id``'s stream."""
+    admin = admin_service_pb2_grpc.AdminServiceStub(channel)  # type: ignore[no-untyped-call]
+    async with asyncio.timeout(10):
+        while True:
+            listed = await admin.ListWorkers(admin_service_pb2.ListWorkersRequest())
+            if worker_id not in {w.worker_id for w in listed.workers}:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def _handed_off_lease(
+    client: Client, channel: grpc.aio.Channel, hands_off: bool
+) -> tuple[str, str]:
+    """A worker acknowledges the task's step, then its stream ends (the host process restarts,
+    its job queue does not). Returns (task id, lease id)."""
+    worker = RawWorker(channel)
+    await worker.connect("raw-queue", [NS], ["h"], capacity=1, hands_off_leases=hands_off)
+    try:
+        task = await client.create_task(NS, TEMPLATE, {"input": 1})
+        lease = (await worker.next("assignment")).assignment.lease_id
+        worker.send(ack=wpb.AssignmentAck(lease_id=lease))
+        await _step_state(client, task.task_id, "in_progress")
+    finally:
+        await worker.close()
+    await _unlisted(channel, "raw-queue")
+    return task.task_id, lease
+
+
+@pytest.mark.parametrize("hands_off", [True, False], ids=["job-queue", "stream-worker"])
+async def test_a_job_queue_workers_acknowledged_lease_outlives_its_stream(
+    setup: tuple[Client, grpc.aio.Channel], hands_off: bool
+) -> None:
+    client, channel = setup
+    task_id, lease = await _handed_off_lease(client, channel, hands_off)
+    stub = wgrpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
+    # The job, still running somewhere, heartbeats by lease id for a while, then reports.
+    alive = []
+    for _ in range(4):
+        reply = await stub.Heartbeat(wpb.HeartbeatRequest(lease_ids=[lease]))
+        alive.append(reply.leases[0].active)
+        await asyncio.sleep(0.4)
+    report = wpb.ReportStepResultRequest(success=wpb.StepSuccess(lease_id=lease, result=_result(5)))
+    if not hands_off:  # a stream worker's leases end with its stream
+        assert alive[-1] is False, alive
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ReportStepResult(report)
+        assert decode(caught.value).reason == "LEASE_STALE"
+        return
+    assert alive == [True] * 4
+    assert (await stub.ReportStepResult(report)).accepted
+    done = await client.wait_for_task(task_id, timeout=10)
+    step = done.step("only")
+    assert done.state == "complete"
+    assert step.result == {"value": 5}
+    history = [(a.attempt, a.outcome, a.worker_id) for a in step.proto.attempt_history]
+    assert history == [(1, "complete", "raw-queue")]
+
+
+async def test_a_handed_off_lease_nobody_heartbeats_is_taken_back_after_the_silence_window(
+    setup: tuple[Client, grpc.aio.Channel], server: RunningServer
+) -> None:
+    client, channel = setup
+    task_id, _ = await _handed_off_lease(client, channel, hands_off=True)
+    # The job died with the host: no heartbeat, no report. The worker counts as vanished after
+    # keepalive_timeout + lease TTL of silence (5.5 s with the test timers) and the step retries.
+    rescuer = Worker(server.address, [NS], worker_id="rescuer")
+
+    @rescuer.handler("h")
+    async def handle(ctx: StepContext) -> dict[str, int]:
+        return {"value": 10 * ctx.step.attempt}
+
+    running = asyncio.create_task(rescuer.run())
+    try:
+        done = await client.wait_for_task(task_id, timeout=30)
+    finally:
+        await rescuer.shutdown(drain_timeout=2)
+        await running
+    step = done.step("only")
+    assert done.state == "complete"
+    assert step.result == {"value": 20}
+    history = [(a.attempt, a.outcome, a.worker_id) for a in step.proto.attempt_history]
+    assert history == [(1, "lease_expired", "raw-queue"), (2, "complete", "rescuer")]

@@ -278,6 +278,7 @@ export class Worker {
       capacity: this.capacity,
       sdkLanguage: "node",
       sdkVersion: SDK_VERSION,
+      handsOffLeases: false, // handlers run here, on this stream's leases
     };
     const session: Session = new Session(this.stub!, callMetadata(this.token), {
       onWelcome: (welcome) => {

@@ -6,7 +6,9 @@ module Tasker
   # The job-queue pattern: a Worker that does not run handlers itself but hands each leased step
   # to a job queue (e.g. ActiveJob with Sidekiq); the job runs the handler in whatever process
   # picks it up and reports with the lease id through WorkerService.Heartbeat/ReportStepResult
-  # (Tasker::LeaseRunner). The server still bounds queued + running steps by +capacity+.
+  # (Tasker::LeaseRunner). The server still bounds queued + running steps by +capacity+ while
+  # the stream is up; the hello says so (hands_off_leases), so a dropped stream leaves the jobs'
+  # leases to them.
   #
   #   worker = Tasker::QueueWorker.new(address, namespaces: ["fulfillment"],
   #                                    enqueue: ->(payload) { Tasker::StepJob.perform_later(payload) })
@@ -20,6 +22,12 @@ module Tasker
     end
 
     private
+
+    # The jobs heartbeat and report by lease id: the server keeps their leases if this stream
+    # drops (a restart of the host process does not stop jobs already queued or running).
+    def hands_off_leases?
+      true
+    end
 
     # The payload is plain JSON (strings only) so any queue can carry it.
     def run_handler(lease)

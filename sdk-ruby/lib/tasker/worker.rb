@@ -204,7 +204,7 @@ module Tasker
       session = Internal::Session.new(@stub, @metadata)
       hello = V1::WorkerHello.new(worker_id: @worker_id, name: @name, namespaces: @namespaces,
                                   handlers: handlers, capacity: @capacity, sdk_language: "ruby",
-                                  sdk_version: Tasker::VERSION)
+                                  sdk_version: Tasker::VERSION, hands_off_leases: hands_off_leases?)
       @pending_session = session
       welcomed = false
       session.each(hello) do |message|
@@ -376,6 +376,12 @@ module Tasker
       end
       flush_interrupts
       send_outcome(lease.lease_id, *outcome) if first && outcome
+    end
+
+    # Whether leases go to another process that reports them by lease id (QueueWorker): the
+    # server then keeps them when this stream drops.
+    def hands_off_leases?
+      false
     end
 
     # Runs the lease's handler on a pool thread and returns its value (QueueWorker overrides it).

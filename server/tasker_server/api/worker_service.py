@@ -133,6 +133,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             sdk_language=hello.sdk_language,
             sdk_version=hello.sdk_version,
             connect_time=utcnow(),
+            hands_off_leases=hello.hands_off_leases,
         )
         previous = self.engine.sessions.get(session.worker_id)
         if previous is not None:

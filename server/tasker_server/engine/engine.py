@@ -199,9 +199,14 @@ class Engine:
             del self.sessions[session.worker_id]
         # A dead stream cannot be trusted to deliver cancellations or results: hand its work back.
         # Not when this server is shutting down: its workers keep running their handlers and
-        # report to the next server (same lease ids, still valid in the database).
+        # report to the next server (same lease ids, still valid in the database). Nor the
+        # acknowledged leases of a worker that hands them to a job queue: its jobs heartbeat and
+        # report by lease id without this stream; the sweep's silent-worker rule and the hard
+        # deadline take them back if the jobs go quiet.
         for lease in [] if self.shutting_down else list(session.leases.values()):
             self._lease_owner.pop(lease.lease_id, None)
+            if lease.acked and session.hands_off_leases:
+                continue
             kind = OutcomeKind.EXPIRE if lease.acked else OutcomeKind.RELEASE
             self._submit(Outcome(lease.lease_id, kind, session.worker_id, message=reason))
         session.leases.clear()

@@ -42,6 +42,9 @@ class WorkerSession:
     last_seen: float = field(default_factory=time.monotonic)
     draining: bool = False
     closed: bool = False
+    # The job-queue pattern: its jobs heartbeat and report by lease id, so its acknowledged
+    # leases do not depend on this stream.
+    hands_off_leases: bool = False
 
     @property
     def free(self) -> int:

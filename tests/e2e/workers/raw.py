@@ -79,12 +79,22 @@ class RawWorker:
         self._out.put_nowait(wpb.ConnectRequest(**kind))
 
     async def connect(
-        self, worker_id: str, namespaces: list[str], handlers: list[str], capacity: int = 1
+        self,
+        worker_id: str,
+        namespaces: list[str],
+        handlers: list[str],
+        capacity: int = 1,
+        *,
+        hands_off_leases: bool = False,
     ) -> wpb.Welcome:
         self.call = self.stub.Connect(self._requests())
         self.send(
             hello=wpb.WorkerHello(
-                worker_id=worker_id, namespaces=namespaces, handlers=handlers, capacity=capacity
+                worker_id=worker_id,
+                namespaces=namespaces,
+                handlers=handlers,
+                capacity=capacity,
+                hands_off_leases=hands_off_leases,
             )
         )
         self._reader = asyncio.create_task(self._read())

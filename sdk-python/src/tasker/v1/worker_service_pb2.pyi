@@ -47,7 +47,7 @@ class ConnectResponse(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
 
 class WorkerHello(_message.Message):
-    __slots__ = ("worker_id", "name", "namespaces", "handlers", "capacity", "sdk_language", "sdk_version")
+    __slots__ = ("worker_id", "name", "namespaces", "handlers", "capacity", "sdk_language", "sdk_version", "hands_off_leases")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class WorkerHello(_message.Message):
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     SDK_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     SDK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HANDS_OFF_LEASES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     namespaces: _containers.RepeatedScalarFieldContainer[str]
@@ -62,7 +63,8 @@ class WorkerHello(_message.Message):
     capacity: int
     sdk_language: str
     sdk_version: str
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., handlers: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., sdk_language: _Optional[str] = ..., sdk_version: _Optional[str] = ...) -> None: ...
+    hands_off_leases: bool
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., handlers: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., sdk_language: _Optional[str] = ..., sdk_version: _Optional[str] = ..., hands_off_leases: _Optional[bool] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("worker_id", "server_id", "heartbeat_interval", "keepalive_interval", "keepalive_timeout", "ack_timeout", "unknown_namespaces")

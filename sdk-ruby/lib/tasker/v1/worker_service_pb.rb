@@ -39,6 +39,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :capacity, :int32, 5
       optional :sdk_language, :string, 6
       optional :sdk_version, :string, 7
+      optional :hands_off_leases, :bool, 8
     end
     add_message "tasker.v1.Welcome" do
       optional :worker_id, :string, 1

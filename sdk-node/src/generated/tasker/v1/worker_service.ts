@@ -104,6 +104,17 @@ export interface WorkerHello {
   sdkLanguage: string;
   /** SDK version. */
   sdkVersion: string;
+  /**
+   * True for a worker that hands each assignment to a job queue (e.g.
+   * Sidekiq) whose jobs heartbeat and report through Heartbeat and
+   * ReportStepResult: the job-queue pattern. Its acknowledged leases outlive
+   * its stream: when the stream ends they are not released, and the jobs
+   * still running keep them. Such a lease is taken back when no replica has
+   * heard from its worker (stream or unary heartbeat) for keepalive_timeout +
+   * 3 heartbeat intervals + the lease grace, and in any case at its hard
+   * deadline. Leases not yet acknowledged are released as for any worker.
+   */
+  handsOffLeases: boolean;
 }
 
 /** Server's answer to hello. */
@@ -640,7 +651,16 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
 };
 
 function createBaseWorkerHello(): WorkerHello {
-  return { workerId: "", name: "", namespaces: [], handlers: [], capacity: 0, sdkLanguage: "", sdkVersion: "" };
+  return {
+    workerId: "",
+    name: "",
+    namespaces: [],
+    handlers: [],
+    capacity: 0,
+    sdkLanguage: "",
+    sdkVersion: "",
+    handsOffLeases: false,
+  };
 }
 
 export const WorkerHello: MessageFns<WorkerHello> = {
@@ -665,6 +685,9 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     }
     if (message.sdkVersion !== "") {
       writer.uint32(58).string(message.sdkVersion);
+    }
+    if (message.handsOffLeases !== false) {
+      writer.uint32(64).bool(message.handsOffLeases);
     }
     return writer;
   },
@@ -738,6 +761,14 @@ export const WorkerHello: MessageFns<WorkerHello> = {
             message.sdkVersion = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.handsOffLeases = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -773,6 +804,11 @@ export const WorkerHello: MessageFns<WorkerHello> = {
         : isSet(object.sdk_version)
         ? globalThis.String(object.sdk_version)
         : "",
+      handsOffLeases: isSet(object.handsOffLeases)
+        ? globalThis.Boolean(object.handsOffLeases)
+        : isSet(object.hands_off_leases)
+        ? globalThis.Boolean(object.hands_off_leases)
+        : false,
     };
   },
 
@@ -799,6 +835,9 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     if (message.sdkVersion !== "") {
       obj.sdkVersion = message.sdkVersion;
     }
+    if (message.handsOffLeases !== false) {
+      obj.handsOffLeases = message.handsOffLeases;
+    }
     return obj;
   },
 
@@ -814,6 +853,7 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     message.capacity = object.capacity ?? 0;
     message.sdkLanguage = object.sdkLanguage ?? "";
     message.sdkVersion = object.sdkVersion ?? "";
+    message.handsOffLeases = object.handsOffLeases ?? false;
     return message;
   },
 };
