@@ -117,3 +117,24 @@ async def test_one_claim_for_several_workers_deals_the_steps_in_turn(
         )
         leased = {lease_id: worker_id for lease_id, worker_id in rows.all()}
     assert leased == {c.lease_id: c.worker_id for c in claimed}
+
+
+async def test_a_task_out_of_room_does_not_hide_other_tasks_ready_steps(
+    database: Database, db_url: str
+) -> None:
+    # Two tasks of 10 ready steps each, max_parallel_steps 3: the first rows of the ready index
+    # belong to one task, which has room for 3 of them; the claim looks past it for the rest.
+    task_ids = await _admitted_fanout_tasks(database, db_url, 2)
+    async with database.session() as s:
+        journal = Journal()
+        claimed = await claim_steps(
+            s,
+            journal,
+            namespaces=["claims"],
+            handlers=["h"],
+            workers=[("w", 6)],
+            lease_extra_seconds=5,
+        )
+        await journal.flush(s)
+    assert Counter(c.task_id for c in claimed) == {task_ids[0]: 3, task_ids[1]: 3}
+    assert len({c.step_id for c in claimed}) == 6

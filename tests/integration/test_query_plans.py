@@ -66,6 +66,24 @@ async def test_claim_reads_the_ready_index(sqlite_db: Database) -> None:
     assert "SCAN steps" not in plan and "TEMP B-TREE" not in plan, plan
 
 
+async def test_a_claims_second_round_reads_the_ready_index_too(sqlite_db: Database) -> None:
+    await _seed_task(sqlite_db, steps=5)
+    async with sqlite_db.session() as s:  # room for one step: the first round skips the second
+        await s.execute(text("UPDATE tasks SET max_parallel_steps = 1"))
+
+    async def claim(s: Any) -> object:
+        return await claim_steps(
+            s, Journal(), namespaces=["ns"], handlers=["h"], workers=[("w", 2)],
+            lease_extra_seconds=1.0,
+        )  # fmt: skip
+
+    plans = await _plans(sqlite_db, claim, "steps")
+    assert len(plans) == 2, plans
+    for plan in plans:
+        assert "USING INDEX ix_steps_ready" in plan, plan
+        assert "SCAN steps" not in plan and "TEMP B-TREE" not in plan, plan
+
+
 async def test_ready_depth_reads_the_ready_index(sqlite_db: Database) -> None:
     await _seed_task(sqlite_db, steps=3)
     (plan,) = await _plans(sqlite_db, ready_depth, "steps")

@@ -32,6 +32,8 @@ from .types import dialect_name, in_literals
 __all__ = ["ClaimedStep", "DependencyRow", "admit_tasks", "claim_steps"]
 
 _ADMISSION_LOCK = 0x7A5C3E3
+# Readiness queries per claim at most (see claim_steps: tasks out of room in the first rows).
+_CLAIM_ROUNDS = 3
 # The claim is the transition to ENQUEUED: its sources come from the one transition table.
 _READY_STATES = tuple(sorted(s.value for s in allowed_step_sources(StepState.ENQUEUED)))
 
@@ -189,7 +191,6 @@ async def claim_steps(
             Step.namespace.not_in(paused),
         )
         .order_by(Step.priority.desc(), Step.id)
-        .limit(limit)
     )
     if open_breakers:
         query = query.where(Step.breaker_key.not_in(open_breakers))
@@ -197,19 +198,34 @@ async def claim_steps(
         query = query.where(Step.breaker_key == only_breaker_key)
     if dialect_name(session) == "postgresql":
         query = query.with_for_update(of=[Step.__table__, Task.__table__], skip_locked=True)
-    candidates = (await session.execute(query)).all()
 
-    # max_parallel_steps: at most (limit - in flight) new leases per task in this claim.
+    # max_parallel_steps: at most (limit - in flight) new leases per task in this claim. The
+    # readiness query reads the top of the ready index only, so a task with many ready steps
+    # can fill the LIMIT with steps it has no room for: look again past the tasks that filled
+    # up (a few rounds at most; usually the first round is the only one).
     room: dict[int, int] = {}
     chosen: list[tuple[Step, Task]] = []
-    for step, task in candidates:
-        if task.id not in room:
-            cap = task.max_parallel_steps
-            room[task.id] = (cap - task.in_flight) if cap is not None else 1 << 30
-        if room[task.id] <= 0:
-            continue
-        room[task.id] -= 1
-        chosen.append((step, task))
+    for _ in range(_CLAIM_ROUNDS):
+        wanted = limit - len(chosen)
+        full = [task_id for task_id, left in room.items() if left <= 0]
+        round_query = query.limit(wanted)
+        if full:
+            round_query = round_query.where(Step.task_id.not_in(full))
+        if chosen:
+            round_query = round_query.where(Step.id.not_in([step.id for step, _ in chosen]))
+        candidates = (await session.execute(round_query)).all()
+        skipped = False
+        for step, task in candidates:
+            if task.id not in room:
+                cap = task.max_parallel_steps
+                room[task.id] = (cap - task.in_flight) if cap is not None else 1 << 30
+            if room[task.id] <= 0:
+                skipped = True
+                continue
+            room[task.id] -= 1
+            chosen.append((step, task))
+        if not skipped or len(candidates) < wanted or len(chosen) >= limit:
+            break
     if not chosen:
         return []
 
