@@ -11,7 +11,7 @@ from tasker_server.config import load_settings
 from tasker_server.engine.commands import Commands
 from tasker_server.engine.engine import Engine
 from tasker_server.store.db import Database
-from tasker_server.store.dispatch import admit_tasks, claim_steps
+from tasker_server.store.dispatch import ClaimedStep, admit_tasks, claim_steps
 from tasker_server.store.journal import Journal
 from tasker_server.store.models import Step
 from tests.support.server import FAST_TIMERS
@@ -61,6 +61,22 @@ async def _admitted_fanout_tasks(database: Database, db_url: str, count: int) ->
     return [detail.task.id for detail, _ in created]
 
 
+async def _claim(database: Database, workers: list[tuple[str, int]]) -> list[ClaimedStep]:
+    """One claim of the FANOUT steps for ``workers``, committed."""
+    async with database.session() as s:
+        journal = Journal()
+        claimed = await claim_steps(
+            s,
+            journal,
+            namespaces=["claims"],
+            handlers=["h"],
+            workers=workers,
+            lease_extra_seconds=5,
+        )
+        await journal.flush(s)
+    return claimed
+
+
 async def test_concurrent_claimers_share_nothing_and_respect_max_parallel_steps(
     database: Database, db_url: str
 ) -> None:
@@ -69,17 +85,7 @@ async def test_concurrent_claimers_share_nothing_and_respect_max_parallel_steps(
     async def claimer(n: int) -> list[tuple[int, int]]:
         got = []
         for _ in range(5):
-            async with database.session() as s:
-                journal = Journal()
-                claimed = await claim_steps(
-                    s,
-                    journal,
-                    namespaces=["claims"],
-                    handlers=["h"],
-                    workers=[(f"w{n}", 4)],
-                    lease_extra_seconds=5,
-                )
-                await journal.flush(s)
+            claimed = await _claim(database, [(f"w{n}", 4)])
             got += [(c.task_id, c.step_id) for c in claimed]
         return got
 
@@ -98,17 +104,7 @@ async def test_one_claim_for_several_workers_deals_the_steps_in_turn(
     database: Database, db_url: str
 ) -> None:
     await _admitted_fanout_tasks(database, db_url, 1)  # 3 steps claimable (max_parallel_steps)
-    async with database.session() as s:
-        journal = Journal()
-        claimed = await claim_steps(
-            s,
-            journal,
-            namespaces=["claims"],
-            handlers=["h"],
-            workers=[("a", 1), ("b", 5), ("idle", 0)],
-            lease_extra_seconds=5,
-        )
-        await journal.flush(s)
+    claimed = await _claim(database, [("a", 1), ("b", 5), ("idle", 0)])
     # In turn while each has room: a (its only slot), b, then b again.
     assert [c.worker_id for c in claimed] == ["a", "b", "b"]
     async with database.session(read_only=True) as s:
@@ -125,16 +121,6 @@ async def test_a_task_out_of_room_does_not_hide_other_tasks_ready_steps(
     # Two tasks of 10 ready steps each, max_parallel_steps 3: the first rows of the ready index
     # belong to one task, which has room for 3 of them; the claim looks past it for the rest.
     task_ids = await _admitted_fanout_tasks(database, db_url, 2)
-    async with database.session() as s:
-        journal = Journal()
-        claimed = await claim_steps(
-            s,
-            journal,
-            namespaces=["claims"],
-            handlers=["h"],
-            workers=[("w", 6)],
-            lease_extra_seconds=5,
-        )
-        await journal.flush(s)
+    claimed = await _claim(database, [("w", 6)])
     assert Counter(c.task_id for c in claimed) == {task_ids[0]: 3, task_ids[1]: 3}
     assert len({c.step_id for c in claimed}) == 6
