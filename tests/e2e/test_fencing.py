@@ -348,3 +348,37 @@ async def test_a_handed_off_lease_nobody_heartbeats_is_taken_back_after_the_sile
     assert step.result == {"value": 20}
     history = [(a.attempt, a.outcome, a.worker_id) for a in step.proto.attempt_history]
     assert history == [(1, "lease_expired", "raw-queue"), (2, "complete", "rescuer")]
+
+
+@pytest.mark.parametrize("hands_off", [True, False], ids=["job-queue", "stream-worker"])
+async def test_a_handed_off_lease_needs_no_stream_heartbeats(
+    setup: tuple[Client, grpc.aio.Channel], hands_off: bool
+) -> None:
+    # The job waits in its queue past the lease TTL (no heartbeat from anyone), then runs and
+    # reports. A stream worker's lease without heartbeats expires after the TTL instead.
+    client, channel = setup
+    lease_ttl = 3 * FAST_TIMERS["heartbeat_interval_seconds"] + FAST_TIMERS["lease_grace_seconds"]
+    worker = RawWorker(channel)  # answers keepalives: the stream itself stays healthy
+    await worker.connect("raw-queued", [NS], ["h"], capacity=1, hands_off_leases=hands_off)
+    try:
+        task = await client.create_task(NS, TEMPLATE, {"input": 1})
+        lease = (await worker.next("assignment")).assignment.lease_id
+        worker.send(ack=wpb.AssignmentAck(lease_id=lease))
+        await _step_state(client, task.task_id, "in_progress")
+        await asyncio.sleep(lease_ttl + 1.5)
+        stub = wgrpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
+        report = wpb.ReportStepResultRequest(
+            success=wpb.StepSuccess(lease_id=lease, result=_result(6))
+        )
+        if not hands_off:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.ReportStepResult(report)
+            assert decode(caught.value).reason == "LEASE_STALE"
+            return
+        assert (await stub.Heartbeat(wpb.HeartbeatRequest(lease_ids=[lease]))).leases[0].active
+        assert (await stub.ReportStepResult(report)).accepted
+        done = await client.wait_for_task(task.task_id, timeout=10)
+    finally:
+        await worker.close()
+    step = done.step("only")
+    assert (done.state, step.result, step.attempts) == ("complete", {"value": 6}, 1)

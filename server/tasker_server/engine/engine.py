@@ -618,9 +618,12 @@ class Engine:
                 session.outbound.put_nowait(None)  # tells the stream handler to end
                 await self.close_session(session, "keepalive timeout")
                 continue
+            # A worker that hands its leases to a job queue heartbeats them from the jobs, through
+            # any replica and only once a job starts: they run to the hard deadline instead.
+            ttl_applies = not session.hands_off_leases
             for lease in list(session.leases.values()):
                 stale = (not lease.acked and now - lease.offered_at > ack_timeout) or (
-                    lease.acked and now - lease.last_heartbeat > lease_ttl
+                    lease.acked and ttl_applies and now - lease.last_heartbeat > lease_ttl
                 )
                 if stale:
                     session.leases.pop(lease.lease_id, None)

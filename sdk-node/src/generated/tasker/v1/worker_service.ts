@@ -107,12 +107,14 @@ export interface WorkerHello {
   /**
    * True for a worker that hands each assignment to a job queue (e.g.
    * Sidekiq) whose jobs heartbeat and report through Heartbeat and
-   * ReportStepResult: the job-queue pattern. Its acknowledged leases outlive
-   * its stream: when the stream ends they are not released, and the jobs
-   * still running keep them. Such a lease is taken back when no replica has
-   * heard from its worker (stream or unary heartbeat) for keepalive_timeout +
-   * 3 heartbeat intervals + the lease grace, and in any case at its hard
-   * deadline. Leases not yet acknowledged are released as for any worker.
+   * ReportStepResult: the job-queue pattern. Its acknowledged leases do not
+   * need stream heartbeats (a job may wait in its queue, and its unary
+   * heartbeats may reach any replica) and outlive its stream: when the
+   * stream ends they are not released, and the jobs keep them. Such a lease
+   * ends with its outcome, at its hard deadline (the step timeout plus
+   * slack), or when no replica has heard from its worker (stream or unary
+   * heartbeat) for keepalive_timeout + 3 heartbeat intervals + the lease
+   * grace. Leases not yet acknowledged are released as for any worker.
    */
   handsOffLeases: boolean;
 }
