@@ -57,6 +57,9 @@ class WorkerServiceStub:
     not answer within keepalive_timeout is considered gone: its stream is
     closed and its leases are released for retry. Workers should likewise
     reconnect when they hear nothing for keepalive_timeout.
+    - A worker whose hello sets hands_off_leases (the job-queue pattern) is the
+    exception to the two rules above for acknowledged leases: see
+    WorkerHello.hands_off_leases.
     """
 
     def __init__(self, channel):
@@ -114,6 +117,9 @@ class WorkerServiceServicer:
     not answer within keepalive_timeout is considered gone: its stream is
     closed and its leases are released for retry. Workers should likewise
     reconnect when they hear nothing for keepalive_timeout.
+    - A worker whose hello sets hands_off_leases (the job-queue pattern) is the
+    exception to the two rules above for acknowledged leases: see
+    WorkerHello.hands_off_leases.
     """
 
     def Connect(self, request_iterator, context):
@@ -209,6 +215,9 @@ class WorkerService:
     not answer within keepalive_timeout is considered gone: its stream is
     closed and its leases are released for retry. Workers should likewise
     reconnect when they hear nothing for keepalive_timeout.
+    - A worker whose hello sets hands_off_leases (the job-queue pattern) is the
+    exception to the two rules above for acknowledged leases: see
+    WorkerHello.hands_off_leases.
     """
 
     @staticmethod

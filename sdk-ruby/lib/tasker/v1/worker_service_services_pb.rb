@@ -38,6 +38,9 @@ module Tasker
       #   not answer within keepalive_timeout is considered gone: its stream is
       #   closed and its leases are released for retry. Workers should likewise
       #   reconnect when they hear nothing for keepalive_timeout.
+      # - A worker whose hello sets hands_off_leases (the job-queue pattern) is the
+      #   exception to the two rules above for acknowledged leases: see
+      #   WorkerHello.hands_off_leases.
       class Service
 
         include ::GRPC::GenericService
