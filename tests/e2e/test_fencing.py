@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -276,22 +277,33 @@ async def _unlisted(channel: grpc.aio.Channel, worker_id: str) -> None:
             await asyncio.sleep(0.05)
 
 
-async def _handed_off_lease(
-    client: Client, channel: grpc.aio.Channel, hands_off: bool
-) -> tuple[str, str]:
-    """A worker acknowledges the task's step, then its stream ends (the host process restarts,
-    its job queue does not). Returns (task id, lease id)."""
-    worker = RawWorker(channel)
-    await worker.connect("raw-queue", [NS], ["h"], capacity=1, hands_off_leases=hands_off)
+@asynccontextmanager
+async def _acknowledged_lease(
+    client: Client, channel: grpc.aio.Channel, worker_id: str, hands_off: bool
+) -> AsyncIterator[tuple[str, str]]:
+    """A raw worker has acknowledged a new task's step (recorded: in_progress); yields (task id,
+    lease id) while its stream is open, and closes the stream on exit."""
+    worker = RawWorker(channel)  # answers keepalives: the stream itself stays healthy
+    await worker.connect(worker_id, [NS], ["h"], capacity=1, hands_off_leases=hands_off)
     try:
         task = await client.create_task(NS, TEMPLATE, {"input": 1})
         lease = (await worker.next("assignment")).assignment.lease_id
         worker.send(ack=wpb.AssignmentAck(lease_id=lease))
         await _step_state(client, task.task_id, "in_progress")
+        yield task.task_id, lease
     finally:
         await worker.close()
+
+
+async def _handed_off_lease(
+    client: Client, channel: grpc.aio.Channel, hands_off: bool
+) -> tuple[str, str]:
+    """A worker acknowledges the task's step, then its stream ends (the host process restarts,
+    its job queue does not). Returns (task id, lease id)."""
+    async with _acknowledged_lease(client, channel, "raw-queue", hands_off) as acknowledged:
+        pass
     await _unlisted(channel, "raw-queue")
-    return task.task_id, lease
+    return acknowledged
 
 
 @pytest.mark.parametrize("hands_off", [True, False], ids=["job-queue", "stream-worker"])
@@ -358,13 +370,7 @@ async def test_a_handed_off_lease_needs_no_stream_heartbeats(
     # reports. A stream worker's lease without heartbeats expires after the TTL instead.
     client, channel = setup
     lease_ttl = 3 * FAST_TIMERS["heartbeat_interval_seconds"] + FAST_TIMERS["lease_grace_seconds"]
-    worker = RawWorker(channel)  # answers keepalives: the stream itself stays healthy
-    await worker.connect("raw-queued", [NS], ["h"], capacity=1, hands_off_leases=hands_off)
-    try:
-        task = await client.create_task(NS, TEMPLATE, {"input": 1})
-        lease = (await worker.next("assignment")).assignment.lease_id
-        worker.send(ack=wpb.AssignmentAck(lease_id=lease))
-        await _step_state(client, task.task_id, "in_progress")
+    async with _acknowledged_lease(client, channel, "raw-queued", hands_off) as (task_id, lease):
         await asyncio.sleep(lease_ttl + 1.5)
         stub = wgrpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
         report = wpb.ReportStepResultRequest(
@@ -377,8 +383,6 @@ async def test_a_handed_off_lease_needs_no_stream_heartbeats(
             return
         assert (await stub.Heartbeat(wpb.HeartbeatRequest(lease_ids=[lease]))).leases[0].active
         assert (await stub.ReportStepResult(report)).accepted
-        done = await client.wait_for_task(task.task_id, timeout=10)
-    finally:
-        await worker.close()
+        done = await client.wait_for_task(task_id, timeout=10)
     step = done.step("only")
     assert (done.state, step.result, step.attempts) == ("complete", {"value": 6}, 1)
