@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from tasker.v1 import resources_pb2 as tasker_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etasker/v1/worker_service.proto\x12\ttasker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tasker/v1/resources.proto\"\xbf\x02\n\x0e\x43onnectRequest\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.tasker.v1.WorkerHelloH\x00\x12\'\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x18.tasker.v1.AssignmentAckH\x00\x12.\n\theartbeat\x18\x03 \x01(\x0b\x32\x19.tasker.v1.LeaseHeartbeatH\x00\x12(\n\x06result\x18\x04 \x01(\x0b\x32\x16.tasker.v1.StepSuccessH\x00\x12)\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x16.tasker.v1.StepFailureH\x00\x12(\n\x04pong\x18\x06 \x01(\x0b\x32\x18.tasker.v1.KeepalivePongH\x00\x12!\n\x05\x64rain\x18\x07 \x01(\x0b\x32\x10.tasker.v1.DrainH\x00\x42\t\n\x07message\"\xaa\x02\n\x0f\x43onnectResponse\x12%\n\x07welcome\x18\x01 \x01(\x0b\x32\x12.tasker.v1.WelcomeH\x00\x12+\n\nassignment\x18\x02 \x01(\x0b\x32\x15.tasker.v1.AssignmentH\x00\x12/\n\x0c\x63\x61ncellation\x18\x03 \x01(\x0b\x32\x17.tasker.v1.CancellationH\x00\x12)\n\tkeepalive\x18\x04 \x01(\x0b\x32\x14.tasker.v1.KeepaliveH\x00\x12*\n\nresult_ack\x18\x05 \x01(\x0b\x32\x14.tasker.v1.ResultAckH\x00\x12\x30\n\rheartbeat_ack\x18\x06 \x01(\x0b\x32\x17.tasker.v1.HeartbeatAckH\x00\x42\t\n\x07message\"\xab\x01\n\x0bWorkerHello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nnamespaces\x18\x03 \x03(\t\x12\x10\n\x08handlers\x18\x04 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x05\x12\x14\n\x0csdk_language\x18\x06 \x01(\t\x12\x13\n\x0bsdk_version\x18\x07 \x01(\t\x12\x18\n\x10hands_off_leases\x18\x08 \x01(\x08\"\x9f\x02\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tserver_id\x18\x02 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12keepalive_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x11keepalive_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0b\x61\x63k_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12unknown_namespaces\x18\x07 \x03(\t\"\xa9\x01\n\nAssignment\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x32\n\x0elease_deadline\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1b.tasker.v1.ExecutionContext\x12\x13\n\x0btraceparent\x18\x04 \x01(\t\x12\x12\n\ntracestate\x18\x05 \x01(\t\"!\n\rAssignmentAck\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"#\n\x0eLeaseHeartbeat\x12\x11\n\tlease_ids\x18\x01 \x03(\t\"6\n\x0cHeartbeatAck\x12&\n\x06leases\x18\x01 \x03(\x0b\x32\x16.tasker.v1.LeaseStatus\"c\n\x0bLeaseStatus\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x08\x12\x32\n\x0elease_deadline\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x0bStepSuccess\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\x0e\x65xecution_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"w\n\x0bStepFailure\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.tasker.v1.StepError\x12\x31\n\x0e\x65xecution_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"P\n\tResultAck\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"0\n\x0c\x43\x61ncellation\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"K\n\tKeepalive\x12\r\n\x05nonce\x18\x01 \x01(\x03\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1e\n\rKeepalivePong\x12\r\n\x05nonce\x18\x01 \x01(\x03\"\x07\n\x05\x44rain\"8\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tlease_ids\x18\x02 \x03(\t\";\n\x11HeartbeatResponse\x12&\n\x06leases\x18\x01 \x03(\x0b\x32\x16.tasker.v1.LeaseStatus\"\x8d\x01\n\x17ReportStepResultRequest\x12)\n\x07success\x18\x01 \x01(\x0b\x32\x16.tasker.v1.StepSuccessH\x00\x12)\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x16.tasker.v1.StepFailureH\x00\x12\x11\n\tworker_id\x18\x03 \x01(\tB\t\n\x07outcome\",\n\x18ReportStepResultResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x32\xfa\x01\n\rWorkerService\x12\x44\n\x07\x43onnect\x12\x19.tasker.v1.ConnectRequest\x1a\x1a.tasker.v1.ConnectResponse(\x01\x30\x01\x12\x46\n\tHeartbeat\x12\x1b.tasker.v1.HeartbeatRequest\x1a\x1c.tasker.v1.HeartbeatResponse\x12[\n\x10ReportStepResult\x12\".tasker.v1.ReportStepResultRequest\x1a#.tasker.v1.ReportStepResultResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etasker/v1/worker_service.proto\x12\ttasker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tasker/v1/resources.proto\"\xbf\x02\n\x0e\x43onnectRequest\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.tasker.v1.WorkerHelloH\x00\x12\'\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x18.tasker.v1.AssignmentAckH\x00\x12.\n\theartbeat\x18\x03 \x01(\x0b\x32\x19.tasker.v1.LeaseHeartbeatH\x00\x12(\n\x06result\x18\x04 \x01(\x0b\x32\x16.tasker.v1.StepSuccessH\x00\x12)\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x16.tasker.v1.StepFailureH\x00\x12(\n\x04pong\x18\x06 \x01(\x0b\x32\x18.tasker.v1.KeepalivePongH\x00\x12!\n\x05\x64rain\x18\x07 \x01(\x0b\x32\x10.tasker.v1.DrainH\x00\x42\t\n\x07message\"\xaa\x02\n\x0f\x43onnectResponse\x12%\n\x07welcome\x18\x01 \x01(\x0b\x32\x12.tasker.v1.WelcomeH\x00\x12+\n\nassignment\x18\x02 \x01(\x0b\x32\x15.tasker.v1.AssignmentH\x00\x12/\n\x0c\x63\x61ncellation\x18\x03 \x01(\x0b\x32\x17.tasker.v1.CancellationH\x00\x12)\n\tkeepalive\x18\x04 \x01(\x0b\x32\x14.tasker.v1.KeepaliveH\x00\x12*\n\nresult_ack\x18\x05 \x01(\x0b\x32\x14.tasker.v1.ResultAckH\x00\x12\x30\n\rheartbeat_ack\x18\x06 \x01(\x0b\x32\x17.tasker.v1.HeartbeatAckH\x00\x42\t\n\x07message\"\xc0\x01\n\x0bWorkerHello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nnamespaces\x18\x03 \x03(\t\x12\x10\n\x08handlers\x18\x04 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x05\x12\x14\n\x0csdk_language\x18\x06 \x01(\t\x12\x13\n\x0bsdk_version\x18\x07 \x01(\t\x12\x18\n\x10hands_off_leases\x18\x08 \x01(\x08\x12\x13\n\x0bheld_leases\x18\t \x03(\t\"\x9f\x02\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tserver_id\x18\x02 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12keepalive_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x11keepalive_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0b\x61\x63k_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12unknown_namespaces\x18\x07 \x03(\t\"\xa9\x01\n\nAssignment\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x32\n\x0elease_deadline\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1b.tasker.v1.ExecutionContext\x12\x13\n\x0btraceparent\x18\x04 \x01(\t\x12\x12\n\ntracestate\x18\x05 \x01(\t\"!\n\rAssignmentAck\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"#\n\x0eLeaseHeartbeat\x12\x11\n\tlease_ids\x18\x01 \x03(\t\"6\n\x0cHeartbeatAck\x12&\n\x06leases\x18\x01 \x03(\x0b\x32\x16.tasker.v1.LeaseStatus\"c\n\x0bLeaseStatus\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x08\x12\x32\n\x0elease_deadline\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x0bStepSuccess\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\x0e\x65xecution_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"w\n\x0bStepFailure\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.tasker.v1.StepError\x12\x31\n\x0e\x65xecution_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"P\n\tResultAck\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"0\n\x0c\x43\x61ncellation\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"K\n\tKeepalive\x12\r\n\x05nonce\x18\x01 \x01(\x03\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1e\n\rKeepalivePong\x12\r\n\x05nonce\x18\x01 \x01(\x03\"\x07\n\x05\x44rain\"8\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tlease_ids\x18\x02 \x03(\t\";\n\x11HeartbeatResponse\x12&\n\x06leases\x18\x01 \x03(\x0b\x32\x16.tasker.v1.LeaseStatus\"\x8d\x01\n\x17ReportStepResultRequest\x12)\n\x07success\x18\x01 \x01(\x0b\x32\x16.tasker.v1.StepSuccessH\x00\x12)\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x16.tasker.v1.StepFailureH\x00\x12\x11\n\tworker_id\x18\x03 \x01(\tB\t\n\x07outcome\",\n\x18ReportStepResultResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x32\xfa\x01\n\rWorkerService\x12\x44\n\x07\x43onnect\x12\x19.tasker.v1.ConnectRequest\x1a\x1a.tasker.v1.ConnectResponse(\x01\x30\x01\x12\x46\n\tHeartbeat\x12\x1b.tasker.v1.HeartbeatRequest\x1a\x1c.tasker.v1.HeartbeatResponse\x12[\n\x10ReportStepResult\x12\".tasker.v1.ReportStepResultRequest\x1a#.tasker.v1.ReportStepResultResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,41 +40,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONNECTRESPONSE']._serialized_start=490
   _globals['_CONNECTRESPONSE']._serialized_end=788
   _globals['_WORKERHELLO']._serialized_start=791
-  _globals['_WORKERHELLO']._serialized_end=962
-  _globals['_WELCOME']._serialized_start=965
-  _globals['_WELCOME']._serialized_end=1252
-  _globals['_ASSIGNMENT']._serialized_start=1255
-  _globals['_ASSIGNMENT']._serialized_end=1424
-  _globals['_ASSIGNMENTACK']._serialized_start=1426
-  _globals['_ASSIGNMENTACK']._serialized_end=1459
-  _globals['_LEASEHEARTBEAT']._serialized_start=1461
-  _globals['_LEASEHEARTBEAT']._serialized_end=1496
-  _globals['_HEARTBEATACK']._serialized_start=1498
-  _globals['_HEARTBEATACK']._serialized_end=1552
-  _globals['_LEASESTATUS']._serialized_start=1554
-  _globals['_LEASESTATUS']._serialized_end=1653
-  _globals['_STEPSUCCESS']._serialized_start=1655
-  _globals['_STEPSUCCESS']._serialized_end=1778
-  _globals['_STEPFAILURE']._serialized_start=1780
-  _globals['_STEPFAILURE']._serialized_end=1899
-  _globals['_RESULTACK']._serialized_start=1901
-  _globals['_RESULTACK']._serialized_end=1981
-  _globals['_CANCELLATION']._serialized_start=1983
-  _globals['_CANCELLATION']._serialized_end=2031
-  _globals['_KEEPALIVE']._serialized_start=2033
-  _globals['_KEEPALIVE']._serialized_end=2108
-  _globals['_KEEPALIVEPONG']._serialized_start=2110
-  _globals['_KEEPALIVEPONG']._serialized_end=2140
-  _globals['_DRAIN']._serialized_start=2142
-  _globals['_DRAIN']._serialized_end=2149
-  _globals['_HEARTBEATREQUEST']._serialized_start=2151
-  _globals['_HEARTBEATREQUEST']._serialized_end=2207
-  _globals['_HEARTBEATRESPONSE']._serialized_start=2209
-  _globals['_HEARTBEATRESPONSE']._serialized_end=2268
-  _globals['_REPORTSTEPRESULTREQUEST']._serialized_start=2271
-  _globals['_REPORTSTEPRESULTREQUEST']._serialized_end=2412
-  _globals['_REPORTSTEPRESULTRESPONSE']._serialized_start=2414
-  _globals['_REPORTSTEPRESULTRESPONSE']._serialized_end=2458
-  _globals['_WORKERSERVICE']._serialized_start=2461
-  _globals['_WORKERSERVICE']._serialized_end=2711
+  _globals['_WORKERHELLO']._serialized_end=983
+  _globals['_WELCOME']._serialized_start=986
+  _globals['_WELCOME']._serialized_end=1273
+  _globals['_ASSIGNMENT']._serialized_start=1276
+  _globals['_ASSIGNMENT']._serialized_end=1445
+  _globals['_ASSIGNMENTACK']._serialized_start=1447
+  _globals['_ASSIGNMENTACK']._serialized_end=1480
+  _globals['_LEASEHEARTBEAT']._serialized_start=1482
+  _globals['_LEASEHEARTBEAT']._serialized_end=1517
+  _globals['_HEARTBEATACK']._serialized_start=1519
+  _globals['_HEARTBEATACK']._serialized_end=1573
+  _globals['_LEASESTATUS']._serialized_start=1575
+  _globals['_LEASESTATUS']._serialized_end=1674
+  _globals['_STEPSUCCESS']._serialized_start=1676
+  _globals['_STEPSUCCESS']._serialized_end=1799
+  _globals['_STEPFAILURE']._serialized_start=1801
+  _globals['_STEPFAILURE']._serialized_end=1920
+  _globals['_RESULTACK']._serialized_start=1922
+  _globals['_RESULTACK']._serialized_end=2002
+  _globals['_CANCELLATION']._serialized_start=2004
+  _globals['_CANCELLATION']._serialized_end=2052
+  _globals['_KEEPALIVE']._serialized_start=2054
+  _globals['_KEEPALIVE']._serialized_end=2129
+  _globals['_KEEPALIVEPONG']._serialized_start=2131
+  _globals['_KEEPALIVEPONG']._serialized_end=2161
+  _globals['_DRAIN']._serialized_start=2163
+  _globals['_DRAIN']._serialized_end=2170
+  _globals['_HEARTBEATREQUEST']._serialized_start=2172
+  _globals['_HEARTBEATREQUEST']._serialized_end=2228
+  _globals['_HEARTBEATRESPONSE']._serialized_start=2230
+  _globals['_HEARTBEATRESPONSE']._serialized_end=2289
+  _globals['_REPORTSTEPRESULTREQUEST']._serialized_start=2292
+  _globals['_REPORTSTEPRESULTREQUEST']._serialized_end=2433
+  _globals['_REPORTSTEPRESULTRESPONSE']._serialized_start=2435
+  _globals['_REPORTSTEPRESULTRESPONSE']._serialized_end=2479
+  _globals['_WORKERSERVICE']._serialized_start=2482
+  _globals['_WORKERSERVICE']._serialized_end=2732
 # @@protoc_insertion_point(module_scope)

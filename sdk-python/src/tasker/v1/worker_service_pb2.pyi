@@ -47,7 +47,7 @@ class ConnectResponse(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
 
 class WorkerHello(_message.Message):
-    __slots__ = ("worker_id", "name", "namespaces", "handlers", "capacity", "sdk_language", "sdk_version", "hands_off_leases")
+    __slots__ = ("worker_id", "name", "namespaces", "handlers", "capacity", "sdk_language", "sdk_version", "hands_off_leases", "held_leases")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class WorkerHello(_message.Message):
     SDK_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     SDK_VERSION_FIELD_NUMBER: _ClassVar[int]
     HANDS_OFF_LEASES_FIELD_NUMBER: _ClassVar[int]
+    HELD_LEASES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     namespaces: _containers.RepeatedScalarFieldContainer[str]
@@ -64,7 +65,8 @@ class WorkerHello(_message.Message):
     sdk_language: str
     sdk_version: str
     hands_off_leases: bool
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., handlers: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., sdk_language: _Optional[str] = ..., sdk_version: _Optional[str] = ..., hands_off_leases: _Optional[bool] = ...) -> None: ...
+    held_leases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., handlers: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., sdk_language: _Optional[str] = ..., sdk_version: _Optional[str] = ..., hands_off_leases: _Optional[bool] = ..., held_leases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("worker_id", "server_id", "heartbeat_interval", "keepalive_interval", "keepalive_timeout", "ack_timeout", "unknown_namespaces")

@@ -149,9 +149,11 @@ class WorkerServiceServicer:
     def ReportStepResult(self, request, context):
         """Reports the outcome of a lease outside a stream (the job-queue pattern).
         Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
-        with reason LEASE_STALE (lease unknown, expired or cancelled). Reporting
-        an outcome again for a lease whose outcome was already recorded answers OK
-        and records nothing (idempotent).
+        with reason LEASE_STALE (lease unknown, expired or cancelled);
+        UNAVAILABLE while the database is unreachable (retry with backoff: the
+        lease stays current until its hard deadline). Reporting an outcome again
+        for a lease whose outcome was already recorded answers OK and records
+        nothing (idempotent).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,6 +40,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :sdk_language, :string, 6
       optional :sdk_version, :string, 7
       optional :hands_off_leases, :bool, 8
+      repeated :held_leases, :string, 9
     end
     add_message "tasker.v1.Welcome" do
       optional :worker_id, :string, 1

@@ -65,9 +65,11 @@ module Tasker
         rpc :Heartbeat, ::Tasker::V1::HeartbeatRequest, ::Tasker::V1::HeartbeatResponse
         # Reports the outcome of a lease outside a stream (the job-queue pattern).
         # Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
-        # with reason LEASE_STALE (lease unknown, expired or cancelled). Reporting
-        # an outcome again for a lease whose outcome was already recorded answers OK
-        # and records nothing (idempotent).
+        # with reason LEASE_STALE (lease unknown, expired or cancelled);
+        # UNAVAILABLE while the database is unreachable (retry with backoff: the
+        # lease stays current until its hard deadline). Reporting an outcome again
+        # for a lease whose outcome was already recorded answers OK and records
+        # nothing (idempotent).
         rpc :ReportStepResult, ::Tasker::V1::ReportStepResultRequest, ::Tasker::V1::ReportStepResultResponse
       end
 

@@ -117,6 +117,21 @@ export interface WorkerHello {
    * grace. Leases not yet acknowledged are released as for any worker.
    */
   handsOffLeases: boolean;
+  /**
+   * Leases this worker still holds from an earlier stream (to this or
+   * another replica): handlers still running and results not yet
+   * acknowledged. On hello the server reconciles them with the database:
+   * each listed lease that is still current there is adopted by this stream
+   * (one never acknowledged counts as acknowledged: the worker had it), and
+   * every other lease the database gives this worker_id is taken back at
+   * once (never acknowledged: re-offered, no attempt counted; acknowledged:
+   * the attempt ends as a lost lease, which never counts against a circuit
+   * breaker), except the acknowledged leases of a hands_off_leases worker,
+   * which its jobs hold. So a worker reconnecting after a server restart
+   * keeps its work, and nothing it lost waits for a deadline. A listed lease
+   * that is no longer current is answered with a cancellation. At most 10,000.
+   */
+  heldLeases: string[];
 }
 
 /** Server's answer to hello. */
@@ -152,7 +167,11 @@ export interface Welcome {
 export interface Assignment {
   /** Fencing token of this attempt; every later message about it names it. */
   leaseId: string;
-  /** When the lease expires unless extended by a heartbeat. */
+  /**
+   * The lease's hard deadline (the step's timeout plus slack): past it the
+   * lease ends whatever the heartbeats. A worker keeps a result the server
+   * has not acknowledged, and keeps sending it, at most until then.
+   */
   leaseDeadline?:
     | Date
     | undefined;
@@ -227,7 +246,13 @@ export interface ResultAck {
   leaseId: string;
   /** True when recorded (or already recorded identically: idempotent). */
   accepted: boolean;
-  /** Why not, e.g. LEASE_STALE, LEASE_UNKNOWN, RESULT_TOO_LARGE. */
+  /**
+   * Why not, e.g. LEASE_STALE (the lease is no longer current: drop the
+   * result), RESULT_TOO_LARGE (recorded as a permanent failure), or
+   * UNAVAILABLE (not recorded yet: the database is unreachable or the server
+   * is holding too many unrecorded outcomes; keep the result and send it
+   * again after a backoff, on this stream, a new one, or ReportStepResult).
+   */
   reason: string;
   /** Human-readable detail. */
   message: string;
@@ -662,6 +687,7 @@ function createBaseWorkerHello(): WorkerHello {
     sdkLanguage: "",
     sdkVersion: "",
     handsOffLeases: false,
+    heldLeases: [],
   };
 }
 
@@ -690,6 +716,9 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     }
     if (message.handsOffLeases !== false) {
       writer.uint32(64).bool(message.handsOffLeases);
+    }
+    for (const v of message.heldLeases) {
+      writer.uint32(74).string(v!);
     }
     return writer;
   },
@@ -771,6 +800,14 @@ export const WorkerHello: MessageFns<WorkerHello> = {
             message.handsOffLeases = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.heldLeases.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -811,6 +848,11 @@ export const WorkerHello: MessageFns<WorkerHello> = {
         : isSet(object.hands_off_leases)
         ? globalThis.Boolean(object.hands_off_leases)
         : false,
+      heldLeases: globalThis.Array.isArray(object?.heldLeases)
+        ? object.heldLeases.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.held_leases)
+        ? object.held_leases.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -840,6 +882,9 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     if (message.handsOffLeases !== false) {
       obj.handsOffLeases = message.handsOffLeases;
     }
+    if (message.heldLeases?.length) {
+      obj.heldLeases = message.heldLeases;
+    }
     return obj;
   },
 
@@ -856,6 +901,7 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     message.sdkLanguage = object.sdkLanguage ?? "";
     message.sdkVersion = object.sdkVersion ?? "";
     message.handsOffLeases = object.handsOffLeases ?? false;
+    message.heldLeases = object.heldLeases?.map((e) => e) || [];
     return message;
   },
 };
@@ -2591,9 +2637,11 @@ export const WorkerServiceService = {
   /**
    * Reports the outcome of a lease outside a stream (the job-queue pattern).
    * Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
-   * with reason LEASE_STALE (lease unknown, expired or cancelled). Reporting
-   * an outcome again for a lease whose outcome was already recorded answers OK
-   * and records nothing (idempotent).
+   * with reason LEASE_STALE (lease unknown, expired or cancelled);
+   * UNAVAILABLE while the database is unreachable (retry with backoff: the
+   * lease stays current until its hard deadline). Reporting an outcome again
+   * for a lease whose outcome was already recorded answers OK and records
+   * nothing (idempotent).
    */
   reportStepResult: {
     path: "/tasker.v1.WorkerService/ReportStepResult" as const,
@@ -2630,9 +2678,11 @@ export interface WorkerServiceServer extends UntypedServiceImplementation {
   /**
    * Reports the outcome of a lease outside a stream (the job-queue pattern).
    * Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
-   * with reason LEASE_STALE (lease unknown, expired or cancelled). Reporting
-   * an outcome again for a lease whose outcome was already recorded answers OK
-   * and records nothing (idempotent).
+   * with reason LEASE_STALE (lease unknown, expired or cancelled);
+   * UNAVAILABLE while the database is unreachable (retry with backoff: the
+   * lease stays current until its hard deadline). Reporting an outcome again
+   * for a lease whose outcome was already recorded answers OK and records
+   * nothing (idempotent).
    */
   reportStepResult: handleUnaryCall<ReportStepResultRequest, ReportStepResultResponse>;
 }
@@ -2675,9 +2725,11 @@ export interface WorkerServiceClient extends Client {
   /**
    * Reports the outcome of a lease outside a stream (the job-queue pattern).
    * Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
-   * with reason LEASE_STALE (lease unknown, expired or cancelled). Reporting
-   * an outcome again for a lease whose outcome was already recorded answers OK
-   * and records nothing (idempotent).
+   * with reason LEASE_STALE (lease unknown, expired or cancelled);
+   * UNAVAILABLE while the database is unreachable (retry with backoff: the
+   * lease stays current until its hard deadline). Reporting an outcome again
+   * for a lease whose outcome was already recorded answers OK and records
+   * nothing (idempotent).
    */
   reportStepResult(
     request: ReportStepResultRequest,
