@@ -200,6 +200,13 @@ SETTINGS: tuple[Setting, ...] = (
         1.0,
         "How often expired leases, due retries and deadlines are swept.",
     ),
+    Setting(
+        "max_unrecorded_outcomes",
+        _positive_int,
+        10_000,
+        "Acknowledgements and outcomes held in memory while the database is unreachable; past "
+        "it, workers are answered UNAVAILABLE and keep their results until it returns.",
+    ),
     # -- observability (issue 5) --
     Setting(
         "event_retention_seconds",
@@ -253,6 +260,7 @@ class Settings:
     ack_timeout_seconds: float
     lease_grace_seconds: float
     sweep_interval_seconds: float
+    max_unrecorded_outcomes: int
     event_retention_seconds: float
     max_parallel_tasks: int
     shutdown_grace_seconds: float

@@ -113,14 +113,28 @@ async def test_duplicate_result_for_one_lease_is_accepted_and_recorded_once(
         assert [(a.lease_id, a.accepted) for a in acks] == [(lease, True), (lease, True)], acks
         done = await client.wait_for_task(task.task_id, timeout=10)
 
-        # Once more after the step completed, on the stream and by the unary call.
-        worker.send(result=wpb.StepSuccess(lease_id=lease, result=_result(8)))
+        # Once more after the step completed, on the stream and by the unary call: the same
+        # result is an idempotent duplicate, a different one a conflict (only the first counts).
+        worker.send(result=success)
         again = (await worker.next("result_ack")).result_ack
-        assert (again.lease_id, again.accepted) == (lease, True)
-        reply = await wgrpc.WorkerServiceStub(channel).ReportStepResult(  # type: ignore[no-untyped-call]
-            wpb.ReportStepResultRequest(success=wpb.StepSuccess(lease_id=lease, result=_result(9)))
+        assert (again.lease_id, again.accepted, again.reason) == (lease, True, "DUPLICATE")
+        worker.send(result=wpb.StepSuccess(lease_id=lease, result=_result(8)))
+        other = (await worker.next("result_ack")).result_ack
+        assert (other.lease_id, other.accepted, other.reason) == (lease, False, "OUTCOME_CONFLICT")
+        stub = wgrpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
+        reply = await stub.ReportStepResult(
+            wpb.ReportStepResultRequest(worker_id="raw-dup", success=success)
         )
         assert reply.accepted
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ReportStepResult(
+                wpb.ReportStepResultRequest(
+                    worker_id="raw-dup",
+                    success=wpb.StepSuccess(lease_id=lease, result=_result(9)),
+                )
+            )
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert decode(caught.value).reason == "OUTCOME_CONFLICT"
     finally:
         await worker.close()
 
@@ -145,9 +159,11 @@ async def test_unary_report_for_unknown_lease_is_failed_precondition_lease_stale
         stub = wgrpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
         for request in (
             wpb.ReportStepResultRequest(
-                success=wpb.StepSuccess(lease_id="no-such-lease", result=_result(1))
+                worker_id="raw", success=wpb.StepSuccess(lease_id="no-such-lease", result=_result(1))
             ),
-            wpb.ReportStepResultRequest(failure=wpb.StepFailure(lease_id="no-such-lease")),
+            wpb.ReportStepResultRequest(
+                worker_id="raw", failure=wpb.StepFailure(lease_id="no-such-lease")
+            ),
         ):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.ReportStepResult(request)
@@ -319,7 +335,9 @@ async def test_a_job_queue_workers_acknowledged_lease_outlives_its_stream(
         reply = await stub.Heartbeat(wpb.HeartbeatRequest(lease_ids=[lease]))
         alive.append(reply.leases[0].active)
         await asyncio.sleep(0.4)
-    report = wpb.ReportStepResultRequest(success=wpb.StepSuccess(lease_id=lease, result=_result(5)))
+    report = wpb.ReportStepResultRequest(
+        worker_id="raw-queue", success=wpb.StepSuccess(lease_id=lease, result=_result(5))
+    )
     if not hands_off:  # a stream worker's leases end with its stream
         assert alive[-1] is False, alive
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -374,7 +392,7 @@ async def test_a_handed_off_lease_needs_no_stream_heartbeats(
         await asyncio.sleep(lease_ttl + 1.5)
         stub = wgrpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
         report = wpb.ReportStepResultRequest(
-            success=wpb.StepSuccess(lease_id=lease, result=_result(6))
+            worker_id="raw-queued", success=wpb.StepSuccess(lease_id=lease, result=_result(6))
         )
         if not hands_off:
             with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -93,6 +93,10 @@ def _check_hello(hello: pb.WorkerHello) -> None:
         )
     if len(hello.worker_id) > 64:
         problems.append(errors.FieldViolation("hello.worker_id", "at most 64 characters"))
+    if len(hello.held_leases) > MAX_CAPACITY:
+        problems.append(
+            errors.FieldViolation("hello.held_leases", f"at most {MAX_CAPACITY} lease ids")
+        )
     if problems:
         raise errors.InvalidArgument("invalid hello", problems)
 
@@ -137,14 +141,12 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         )
         previous = self.engine.sessions.get(session.worker_id)
         if previous is not None:
-            # The same worker process reconnected (its old stream died unnoticed): its running
-            # leases move to the new stream instead of being expired.
-            session.leases.update(previous.leases)
+            # The same worker process reconnected (its old stream died unnoticed): its leases are
+            # not expired with the old stream; reconcile decides which of them go on.
             previous.leases.clear()
             previous.outbound.put_nowait(None)
             await self.engine.close_session(previous, "replaced by a new stream")
-            for lease_id in session.leases:
-                self.engine.adopt_lease(session, lease_id)
+        gone = await self.engine.reconcile(session, list(hello.held_leases))
         unknown = await self.engine.unknown_namespaces(session.namespaces)
         await self.engine.open_session(session)
         log.info(
@@ -162,6 +164,8 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 unknown_namespaces=unknown,
             )
         )
+        for lease_id in gone:
+            session.outbound.put_nowait(Cancellation(lease_id, "lease_stale"))
         reader = asyncio.create_task(self._read(session, request_iterator), name="connect-reader")
         pinger = asyncio.create_task(self._keepalive(session), name="connect-keepalive")
         try:
@@ -243,6 +247,8 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
     async def _report(self, session: WorkerSession, outcome: Outcome) -> None:
         try:
             verdict = await self.engine.report(outcome)
+        except errors.Unavailable as exc:
+            verdict = Verdict(outcome.lease_id, False, "UNAVAILABLE", str(exc))
         except Exception:
             log.exception("recording an outcome failed", extra={"lease_id": outcome.lease_id})
             verdict = Verdict(outcome.lease_id, False, "INTERNAL", "try again")
@@ -293,11 +299,18 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             raise errors.InvalidArgument(
                 "lease_id is required", [errors.FieldViolation(f"{kind}.lease_id", "is required")]
             )
-        verdict = await self.engine.report(_outcome(body, request.worker_id, kind == "success"))
-        if not verdict.accepted:
-            raise errors.FailedPrecondition(
-                verdict.message or "lease is no longer valid",
-                reason="LEASE_STALE",
-                metadata={"lease_id": body.lease_id},
+        if not request.worker_id:
+            raise errors.InvalidArgument(
+                "worker_id is required: a lease is valid only from the worker it was issued to",
+                [errors.FieldViolation("worker_id", "is required")],
             )
-        return pb.ReportStepResultResponse(accepted=True)
+        verdict = await self.engine.report(_outcome(body, request.worker_id, kind == "success"))
+        if verdict.accepted:
+            return pb.ReportStepResultResponse(accepted=True)
+        if verdict.reason == "UNAVAILABLE":
+            raise errors.Unavailable(verdict.message, reason="DATABASE_UNAVAILABLE")
+        raise errors.FailedPrecondition(
+            verdict.message or "lease is no longer valid",
+            reason=verdict.reason or "LEASE_STALE",
+            metadata={"lease_id": body.lease_id[:128]},
+        )

@@ -1,10 +1,15 @@
 """Circuit breakers per downstream dependency key, on pybreaker, persisted and shared.
 
 A step template names its downstream with ``circuit_breaker`` (default: its handler). Outcomes of
-that key's steps feed its breaker: successes, and failures classed transient or delayed (also
-expired leases); business-logic and permanent errors say nothing about the dependency. pybreaker
-runs the state machine (closed → open after ``failure_threshold`` consecutive failures → half-open
-after ``reset_timeout`` → closed on a success, open again on a failure).
+that key's steps feed its breaker: successes, and failures classed transient or delayed (also a
+handler overrunning its timeout on a live worker); business-logic and permanent errors say nothing
+about the dependency, nor does a lease lost with its worker, stream or server. pybreaker runs the
+state machine (closed → open after ``failure_threshold`` consecutive failures → half-open after
+``reset_timeout`` → closed on a success, open again on a failure).
+
+The consecutive-failure count of a closed breaker lives in ``circuit_breakers.failure_count``,
+shared by the replicas (``store.breakers.add_breaker_failures``): N replicas open a breaker at
+the same threshold as one. The replica whose failures cross the threshold opens it.
 
 While a key is open the dispatcher claims none of its steps: they wait, they do not fail. Once its
 reset timeout has elapsed the breaker goes half-open and exactly one step is let through as the
@@ -68,6 +73,8 @@ class _Listener(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
         old = _STATES.get(getattr(old_state, "name", ""), "closed")
         new = _STATES.get(getattr(new_state, "name", ""), "closed")
+        if new == "closed":
+            self.owner.closed(str(cb.name))
         if old != new and not self.owner.applying:
             self.owner.changes.append(Change(str(cb.name), old, new))
             self.owner.changed_at[str(cb.name)] = datetime.now(UTC)
@@ -84,6 +91,8 @@ class Breakers:
         self.changed_at: dict[str, datetime] = {}
         # True while applying state read from the database: not a change of ours to persist.
         self.applying = False
+        # The shared consecutive-failure count of each key, as last read from the database.
+        self._counts: dict[str, int] = {}
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -119,8 +128,20 @@ class Breakers:
         return _STATES[breaker.current_state] if breaker is not None else "closed"
 
     def failure_count(self, key: str) -> int:
-        breaker = self._breakers.get(key)
-        return int(breaker.fail_counter) if breaker is not None else 0
+        """The shared consecutive-failure count, as last known here (0 once closed again)."""
+        return self._counts.get(key, 0)
+
+    def closed(self, key: str) -> None:
+        """A closed breaker starts counting from zero again."""
+        self._counts[key] = 0
+
+    def counted(self, key: str, before: int, after: int) -> None:
+        """The shared count of a closed breaker went from ``before`` to ``after`` (this
+        replica's batch). Opens the breaker if that batch crossed the threshold."""
+        self._counts[key] = after
+        threshold = self.settings(key).failure_threshold
+        if before < threshold <= after and self.state(key) == "closed":
+            self._get(key).open()
 
     def opened_at(self, key: str) -> datetime | None:
         breaker = self._breakers.get(key)
@@ -174,7 +195,12 @@ class Breakers:
         breaker.close()
 
     def apply(
-        self, key: str, state: str, opened_at: datetime | None, updated: datetime | None = None
+        self,
+        key: str,
+        state: str,
+        opened_at: datetime | None,
+        updated: datetime | None = None,
+        failure_count: int = 0,
     ) -> None:
         """State read from the database (a restart, or another replica's change). A row written
         before this replica's own latest change of the key is ignored: it is older news."""
@@ -183,6 +209,7 @@ class Breakers:
             return
         breaker = self._get(key)
         if _STATES[breaker.current_state] == state:
+            self._counts[key] = failure_count
             return
         self.applying = True
         try:
@@ -196,6 +223,7 @@ class Breakers:
                 breaker.close()
         finally:
             self.applying = False
+        self._counts[key] = failure_count
 
     def take_changes(self) -> list[Change]:
         changes, self.changes = self.changes, []

@@ -25,9 +25,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tasker_server.config import Settings
-from tasker_server.domain.errors import NotFound
+from tasker_server.domain.errors import NotFound, Unavailable
 from tasker_server.domain.retry import BackoffFactors
-from tasker_server.store.breakers import load_breakers, save_breaker
+from tasker_server.store.breakers import add_breaker_failures, load_breakers, save_breaker
 from tasker_server.store.db import Database, Session
 from tasker_server.store.dispatch import (
     ClaimedStep,
@@ -54,6 +54,7 @@ from tasker_server.store.workers import (
     live_leases,
     touch_workers,
     upsert_worker,
+    worker_leases,
 )
 
 from .breakers import Breakers
@@ -72,7 +73,16 @@ _CARRY_ATTEMPTS = 5
 DEPTH_INTERVAL_SECONDS = 5.0
 _BREAKER_EVENTS = {"open": "opened", "half_open": "half_opened", "closed": "closed"}
 ACK_COALESCE_SECONDS = 0.02
+_HOLDING_TOO_MANY = "the database is unavailable and this server holds too many unrecorded outcomes"
+# Retry pauses of the tick while the database is unreachable: short enough that work resumes
+# within a second of its return, long enough not to spin.
+_OUTAGE_FIRST_PAUSE = 0.05
+_OUTAGE_MAX_PAUSE = 0.5
 PRUNE_INTERVAL_SECONDS = 60.0
+
+
+# An operation for the tick: ("ack" | "outcome", payload, the reporter's future or None).
+Op = tuple[str, Any, "asyncio.Future[Any] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +99,9 @@ class Engine:
         self._wake = asyncio.Event()
         self._admit = True
         self._dispatch_needed = True
-        self._ops: asyncio.Queue[tuple[str, Any, asyncio.Future[Any] | None]] = asyncio.Queue()
+        self._ops: asyncio.Queue[Op] = asyncio.Queue()
+        # True from a tick that found the database unreachable until one that committed.
+        self.database_down = False
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
         self.breakers = Breakers()
@@ -208,7 +220,9 @@ class Engine:
             if lease.acked and session.hands_off_leases:
                 continue
             kind = OutcomeKind.EXPIRE if lease.acked else OutcomeKind.RELEASE
-            self._submit(Outcome(lease.lease_id, kind, session.worker_id, message=reason))
+            self._submit(
+                Outcome(lease.lease_id, kind, session.worker_id, message=reason, lost=True)
+            )
         session.leases.clear()
         with contextlib.suppress(Exception):
             await self._upsert_worker(session, "disconnected")
@@ -247,8 +261,45 @@ class Engine:
                 ACK_COALESCE_SECONDS, self._flush_acks
             )
 
-    def adopt_lease(self, session: WorkerSession, lease_id: str) -> None:
-        self._lease_owner[lease_id] = session
+    async def reconcile(self, session: WorkerSession, held: list[str]) -> list[str]:
+        """Matches a (re)connecting worker's ``held`` leases with what the database gives it.
+
+        Leases live in the database, not in the replica that issued them. Each held lease still
+        current there moves to this stream (one never acknowledged counts as acknowledged now:
+        the worker had it); every other current lease of this worker is taken back at once —
+        released if it never started, ended as lost if it did — except the acknowledged leases
+        of a job-queue worker, whose jobs hold them. Returns the held leases that are no longer
+        current (the worker is told to stop them). Call before ``open_session``.
+        """
+        async with self.db.session(read_only=True) as s:
+            current = await worker_leases(s, session.worker_id)
+        wanted = set(held)
+        now = time.monotonic()
+        for row in current:
+            previous = self._lease_owner.pop(row.lease_id, None)
+            if previous is not None:
+                previous.leases.pop(row.lease_id, None)
+            if row.lease_id in wanted:
+                session.leases[row.lease_id] = Lease(
+                    row.lease_id,
+                    row.step_id,
+                    row.task_id,
+                    offered_at=now,
+                    acked=True,
+                    last_heartbeat=now,
+                    correlation_id=row.correlation_id,
+                )
+                self._lease_owner[row.lease_id] = session
+                if not row.started:
+                    ack = (row.lease_id, session.worker_id, row.correlation_id)
+                    self._enqueue("ack", ack, None)
+            elif not (row.started and session.hands_off_leases):
+                kind = OutcomeKind.EXPIRE if row.started else OutcomeKind.RELEASE
+                message = "the worker reconnected without this lease"
+                lost = Outcome(row.lease_id, kind, session.worker_id, message=message, lost=True)
+                self._submit(lost)
+        known = {row.lease_id for row in current}
+        return [lease_id for lease_id in held if lease_id not in known]
 
     async def unknown_namespaces(self, namespaces: list[str]) -> list[str]:
         async with self.db.session(read_only=True) as s:
@@ -265,6 +316,13 @@ class Engine:
                 live = await live_leases(s, rest, seen_at=utcnow())
             out.update({lease_id: lease_id in live for lease_id in rest})
         return out
+
+    @property
+    def _suspect_silence_seconds(self) -> float:
+        """Silence after which a stream gets no new assignments: two keepalives unanswered, or
+        half the keepalive timeout if that is longer."""
+        s = self.settings
+        return max(2 * s.keepalive_interval_seconds, s.keepalive_timeout_seconds / 2)
 
     @property
     def worker_silence_seconds(self) -> float:
@@ -300,7 +358,11 @@ class Engine:
         return out
 
     async def report(self, outcome: Outcome) -> Verdict:
-        """Queues an outcome and waits until its batch committed."""
+        """Queues an outcome and waits until its batch committed (while the database is
+        unreachable, until it returns). Past ``max_unrecorded_outcomes`` waiting, answers
+        UNAVAILABLE at once: the worker keeps the result, and its lease, and sends it again."""
+        if self._ops.qsize() >= self.settings.max_unrecorded_outcomes:
+            return Verdict(outcome.lease_id, False, "UNAVAILABLE", _HOLDING_TOO_MANY)
         owner = self._lease_owner.pop(outcome.lease_id, None)
         if owner is not None:
             owner.leases.pop(outcome.lease_id, None)
@@ -325,11 +387,12 @@ class Engine:
     # -- loops ----------------------------------------------------------------------------------
 
     async def _tick_loop(self) -> None:
+        pause = _OUTAGE_FIRST_PAUSE  # doubles while the database stays unreachable
         while True:
             if not self._dispatch_needed:
                 await self._wake.wait()
             self._wake.clear()
-            batch: list[tuple[str, Any, asyncio.Future[Any] | None]] = []
+            batch: list[Op] = []
             while len(batch) < _BATCH and not self._ops.empty():
                 batch.append(self._ops.get_nowait())
             if not self._ops.empty():
@@ -341,8 +404,25 @@ class Engine:
                 if self._failed_ticks_by_op:
                     for _, payload, _ in batch:
                         self._failed_ticks_by_op.pop(id(payload), None)
+                if self.database_down:
+                    log.warning("database reachable again; %d operations applied", len(batch))
+                    self.database_down = False
+                pause = _OUTAGE_FIRST_PAUSE
             except asyncio.CancelledError:
                 raise
+            except Unavailable:
+                # An outage is a pause, not a loss: every operation of the batch (reporters keep
+                # waiting) goes back to the head of the queue and is applied once the database
+                # answers again. Memory stays bounded because report() refuses new outcomes past
+                # max_unrecorded_outcomes and no claim (new work) can commit meanwhile.
+                self._observe_tick(time.perf_counter() - started, failed=True)
+                if not self.database_down:
+                    log.warning("database unavailable; holding acknowledgements and outcomes")
+                    self.database_down = True
+                self._requeue(batch)
+                self._dispatch_needed = self._admit = True
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _OUTAGE_MAX_PAUSE)
             except Exception as exc:
                 self._observe_tick(time.perf_counter() - started, failed=True)
                 log.exception("engine tick failed (%d operations); retrying", len(batch))
@@ -350,17 +430,18 @@ class Engine:
                     if future is not None and not future.done():
                         future.set_exception(exc)
                 self._carry_over(batch)
-                self._dispatch_needed = True
+                self._dispatch_needed = self._admit = True
                 await asyncio.sleep(0.2)
 
-    def _carry_over(self, batch: list[tuple[str, Any, asyncio.Future[Any] | None]]) -> None:
+    def _carry_over(self, batch: list[Op]) -> None:
         """Puts the failed batch's operations that nobody awaits back at the head of the queue.
 
         Reporters see their error and report again, but an acknowledgement (it counts the
         attempt) or the release of a dead stream's lease has no one to retry it: dropped, the
         attempt would go uncounted and the step would wait for its hard deadline. The head keeps
         an acknowledgement ahead of the result that follows it. An operation that keeps failing
-        (a bug, not an outage) is dropped after a few ticks so it cannot wedge the engine.
+        with an error that is not an outage (a bug) is dropped after a few ticks so it cannot
+        wedge the engine.
         """
         carried = []
         for op in batch:
@@ -373,15 +454,19 @@ class Engine:
                 continue
             self._failed_ticks_by_op[id(op[1])] = failures
             carried.append(op)
-        if not carried:
+        self._requeue(carried)
+
+    def _requeue(self, ops: list[Op]) -> None:
+        """Puts ``ops`` back at the head of the queue, in their order."""
+        if not ops:
             return
         queued = []
         while not self._ops.empty():
             queued.append(self._ops.get_nowait())
-        for op in (*carried, *queued):
+        for op in (*ops, *queued):
             self._ops.put_nowait(op)
 
-    async def _tick(self, batch: list[tuple[str, Any, asyncio.Future[Any] | None]]) -> None:
+    async def _tick(self, batch: list[Op]) -> None:
         """One unit of work: acknowledgements, outcomes, admission and claims in one transaction.
 
         Folding dependency resolution and the next claims into the transaction that records a
@@ -403,7 +488,7 @@ class Engine:
                 result = await apply_outcomes(s, journal, outcomes, self._rng, self._factors)
                 dispatch = dispatch or result.wake
                 admit = admit or bool(result.finished_tasks)
-                self._feed(result, outcomes)
+                await self._feed(s, result, outcomes)
             if admit:
                 await admit_tasks(s, journal, self.settings.max_parallel_tasks)
                 dispatch = True
@@ -457,8 +542,15 @@ class Engine:
         half-open breaker lets exactly one trial step through (to the group's first worker)."""
         extra = self.settings.ack_timeout_seconds + self.settings.lease_grace_seconds
         blocked, trials = self.breakers.blocked_keys(journal.now)
-        # A snapshot: sessions may open or close while the claims await the database.
-        sessions = [session for session in self.sessions.values() if session.free > 0]
+        # A snapshot: sessions may open or close while the claims await the database. A stream
+        # that has not answered a keepalive for a while may be blackholed: it gets no new work
+        # (its leases are taken back when it times out, and must not land on it again).
+        quiet = time.monotonic() - self._suspect_silence_seconds
+        sessions = [
+            session
+            for session in self.sessions.values()
+            if session.free > 0 and session.last_seen >= quiet
+        ]
         free = {session.worker_id: min(session.free, _BATCH) for session in sessions}
         claimed: dict[str, list[ClaimedStep]] = {session.worker_id: [] for session in sessions}
         # Workers serving the same namespaces and handlers claim together, in one query.
@@ -512,13 +604,39 @@ class Engine:
             seconds_to_deadline=to_deadline,
         )
 
-    def _feed(self, result: BatchResult, outcomes: list[Outcome]) -> None:
+    async def _feed(self, s: Session, result: BatchResult, outcomes: list[Outcome]) -> None:
+        """Feeds the batch's outcomes to the breakers and the handlers' success rates. A closed
+        breaker counts in the database (shared by the replicas); an open or half-open one is
+        decided here (the half-open trial's outcome)."""
+        batch: dict[str, tuple[bool, int]] = {}  # key -> (a success came, failures after it)
         for key, success, lease_id in result.breaker_feed:
-            self.breakers.record(key, success, lease_id)
+            if self.breakers.state(key) != "closed":
+                self.breakers.record(key, success, lease_id)
+                continue
+            reset, failures = batch.get(key, (False, 0))
+            batch[key] = (True, 0) if success else (reset, failures + 1)
+        for key, (reset, failures) in batch.items():
+            before = self.breakers.failure_count(key)
+            if not failures and (not reset or before == 0):
+                continue  # nothing to count: the usual case of a healthy dependency
+            conf = self.breakers.settings(key)
+            after = await add_breaker_failures(
+                s,
+                key=key,
+                failures=failures,
+                reset=reset,
+                failure_threshold=conf.failure_threshold,
+                reset_timeout_seconds=conf.reset_timeout_seconds,
+                now=utcnow(),
+            )
+            self.breakers.counted(key, after - failures if not reset else 0, after)
         for handler, success in result.handler_feed:
             self._handler_stats.add(handler, success)
+        # A half-open trial whose lease ended without a verdict on the dependency (released,
+        # lost, a permanent error) frees the trial slot for another step.
+        fed = {lease_id for _, _, lease_id in result.breaker_feed}
         for o in outcomes:
-            if o.kind is OutcomeKind.RELEASE:
+            if o.lease_id not in fed:
                 self.breakers.trial_ended(o.lease_id)
 
     async def _save_breaker_changes(self, s: Session, journal: Journal) -> None:
@@ -579,7 +697,9 @@ class Engine:
             rows = await load_breakers(s, since)
         for row in rows:
             self.breakers.configure(row.key, row.failure_threshold, row.reset_timeout_seconds)
-            self.breakers.apply(row.key, row.state, row.opened_time, row.update_time)
+            self.breakers.apply(
+                row.key, row.state, row.opened_time, row.update_time, row.failure_count
+            )
 
     def _hand_out(self, session: WorkerSession, claimed: list[ClaimedStep]) -> None:
         now = time.monotonic()
@@ -636,6 +756,7 @@ class Engine:
                             kind,
                             session.worker_id,
                             message="lease not renewed in time",
+                            lost=True,
                         )
                     )
         async with self.db.session(read_only=True) as s:
@@ -668,6 +789,9 @@ class Engine:
                         if owner or not vanished
                         else f"worker not seen by any server for {self.worker_silence_seconds:g}s"
                     ),
+                    # Only a handler overrunning on a live worker says something about the
+                    # dependency; a vanished worker or replica does not.
+                    lost=owner is None and vanished,
                 )
             )
         await self._prune_events()  # observability (issue 5): event retention

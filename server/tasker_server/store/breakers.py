@@ -13,9 +13,7 @@ from .journal import Journal
 from .models import CircuitBreaker
 from .types import dialect_name
 
-__all__ = ["BreakerRow", "load_breakers", "save_breaker"]
-
-BreakerRow = CircuitBreaker
+__all__ = ["add_breaker_failures", "load_breakers", "save_breaker"]
 
 
 async def load_breakers(
@@ -71,3 +69,35 @@ async def save_breaker(
     )
     if event:
         journal.event(event, metadata={"key": key, **(metadata or {})})
+
+
+async def add_breaker_failures(
+    session: AsyncSession,
+    *,
+    key: str,
+    failures: int,
+    reset: bool,
+    failure_threshold: int,
+    reset_timeout_seconds: float,
+    now: datetime,
+) -> int:
+    """Counts consecutive failures of ``key`` in the database, shared by every replica, and
+    returns the new count: ``failures`` more, or (``reset``: a success came first) just them.
+
+    One upsert; the row lock serialises replicas, so each sees the total the others built.
+    """
+    ins = (pg_insert if dialect_name(session) == "postgresql" else sqlite_insert)(CircuitBreaker)
+    row = ins.values(
+        key=key,
+        state="closed",
+        failure_count=failures,
+        failure_threshold=failure_threshold,
+        reset_timeout_seconds=reset_timeout_seconds,
+        opened_time=None,
+        update_time=now,
+    )
+    count = row.excluded.failure_count if reset else CircuitBreaker.failure_count + failures
+    stmt = row.on_conflict_do_update(
+        index_elements=["key"], set_={"failure_count": count, "update_time": now}
+    ).returning(CircuitBreaker.failure_count)
+    return int((await session.execute(stmt)).scalar_one())

@@ -182,7 +182,7 @@ class Database:
         except (OperationalError, InterfaceError, OSError) as exc:
             raise Unavailable("the database is unavailable", reason="DATABASE_UNAVAILABLE") from exc
         except DBAPIError as exc:
-            if exc.connection_invalidated:
+            if exc.connection_invalidated or _outage_sqlstate(exc):
                 raise Unavailable(
                     "the database is unavailable", reason="DATABASE_UNAVAILABLE"
                 ) from exc
@@ -207,6 +207,19 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection. The ``Database`` must not be used afterwards."""
         await self._engine.dispose()
+
+
+# SQLSTATEs that say "the server is going away, restarting or full", not "your statement is wrong":
+# connection exceptions (class 08), operator intervention (57P01 admin shutdown, 57P02 crash
+# shutdown, 57P03 cannot connect now — a PostgreSQL still starting up) and insufficient resources
+# (class 53, e.g. too many connections). asyncpg raises them as ordinary errors, so without this a
+# database restart surfaced as INTERNAL instead of UNAVAILABLE.
+_OUTAGE_SQLSTATE_PREFIXES = ("08", "57P01", "57P02", "57P03", "53")
+
+
+def _outage_sqlstate(exc: DBAPIError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATE_PREFIXES)
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:

@@ -7,8 +7,10 @@ completed or failed tasks, and write transitions and events. Work is proportiona
 their direct dependents, never to the size of a DAG.
 
 Fencing: an outcome is applied only if the step still holds that lease and is ENQUEUED or
-IN_PROGRESS. The lease id stays on the step after the outcome, so a second delivery of the same
-lease is recognised as a duplicate (accepted, not recorded again); any other lease is stale.
+IN_PROGRESS, and a worker's report only if it comes from the worker the lease was issued to
+(LEASE_NOT_HELD otherwise: a lease id is not a bearer token). The lease id stays on the step after
+the outcome, so a second delivery of the same outcome is recognised as a duplicate (accepted, not
+recorded again) and a different one as a conflict (OUTCOME_CONFLICT); any other lease is stale.
 """
 
 from __future__ import annotations
@@ -65,6 +67,15 @@ class Outcome:
     retry_after: float | None = None
     error_metadata: dict[str, Any] = field(default_factory=dict)
     execution_ms: float | None = None
+    # The lease was lost, not failed: its worker died, its stream broke, its server restarted or
+    # the worker came back without it. That says nothing about the handler or the dependency it
+    # calls, so it feeds neither the circuit breaker nor the handler's success rate.
+    lost: bool = False
+
+    @property
+    def reported(self) -> bool:
+        """A worker's own report (a result or a classified failure), not the server's decision."""
+        return self.kind in (OutcomeKind.SUCCESS, OutcomeKind.FAILURE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +139,7 @@ async def apply_outcomes(
     attempts: list[dict[str, Any]] = []
     satisfied_ids: list[int] = []
     deltas: dict[int, TaskDelta] = {}
-    seen: set[str] = set()
+    seen: dict[str, Outcome] = {}  # the first outcome of each lease in this batch
 
     for o in outcomes:
         step = rows.get(o.lease_id)
@@ -137,11 +148,14 @@ async def apply_outcomes(
                 Verdict(o.lease_id, False, "LEASE_STALE", "lease unknown, expired or cancelled")
             )
             continue
-        if o.lease_id in seen or step.state not in _ACTIVE:
-            # Same lease delivered again after its outcome was recorded: idempotent.
-            out.verdicts.append(Verdict(o.lease_id, True, "DUPLICATE", "outcome already recorded"))
+        if o.reported and o.worker_id != (step.worker_id or o.worker_id):
+            refused = "the lease was issued to another worker"
+            out.verdicts.append(Verdict(o.lease_id, False, "LEASE_NOT_HELD", refused))
             continue
-        seen.add(o.lease_id)
+        if o.lease_id in seen or step.state not in _ACTIVE:
+            out.verdicts.append(_repeated(step, o, seen.get(o.lease_id)))
+            continue
+        seen[o.lease_id] = o
         task = tasks[step.task_id]
         delta = deltas.setdefault(task.id, TaskDelta())
         delta.in_flight -= 1
@@ -231,9 +245,10 @@ async def apply_outcomes(
                     "max_delay": policy.max_delay_seconds,
                 },
             )
-        if error_class in _BREAKER_FAILURES:
-            out.breaker_feed.append((step.breaker_key, False, o.lease_id))
-        out.handler_feed.append((step.handler, False))
+        if not o.lost:
+            if error_class in _BREAKER_FAILURES:
+                out.breaker_feed.append((step.breaker_key, False, o.lease_id))
+            out.handler_feed.append((step.handler, False))
         attempts.append(
             _attempt(
                 step,
@@ -309,6 +324,39 @@ async def apply_outcomes(
         await release_children(session, journal, satisfied_ids, tasks)
     await update_tasks(session, journal, tasks, deltas, out)
     return out
+
+
+def _repeated(step: Step, o: Outcome, first: Outcome | None) -> Verdict:
+    """The verdict on an outcome for a lease whose outcome is already recorded (``first``: in this
+    very batch): the same one again (a worker resending after a lost acknowledgement) is an
+    idempotent DUPLICATE; a different one is refused, since only the first was recorded."""
+    if not o.reported:
+        return Verdict(o.lease_id, True, "DUPLICATE", "outcome already recorded")
+    if first is not None and not first.reported:
+        return Verdict(o.lease_id, False, "LEASE_STALE", "the lease was taken back")
+    if first is not None:
+        same = first.kind is o.kind and (
+            first.result == o.result
+            if o.kind is OutcomeKind.SUCCESS
+            else (first.error_type, first.message) == (o.error_type, o.message)
+        )
+    elif o.kind is OutcomeKind.SUCCESS:
+        same = step.state == StepState.COMPLETE and (o.result or {}) == (step.result or {})
+    else:
+        recorded = step.last_error or {}
+        same = (
+            step.state != StepState.COMPLETE
+            and recorded.get("error_type") == o.error_type[:256]
+            and recorded.get("message") == o.message[:_MAX_MESSAGE]
+        )
+    if same:
+        return Verdict(o.lease_id, True, "DUPLICATE", "outcome already recorded")
+    return Verdict(
+        o.lease_id,
+        False,
+        "OUTCOME_CONFLICT",
+        "a different outcome was already recorded for this lease",
+    )
 
 
 def _error_class(raw: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,12 +11,31 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tasker_server.domain.states import ACTIVE_STEP_STATES
+from tasker_server.domain.states import ACTIVE_STEP_STATES, StepState
 
-from .models import Namespace, Step, Worker
-from .types import dialect_name
+from .models import Namespace, Step, Task, Worker
+from .types import dialect_name, in_literals
 
-__all__ = ["connected_workers", "known_namespaces", "live_leases", "touch_workers", "upsert_worker"]
+__all__ = [
+    "HeldLease",
+    "connected_workers",
+    "known_namespaces",
+    "live_leases",
+    "touch_workers",
+    "upsert_worker",
+    "worker_leases",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLease:
+    """A lease the database gives a worker (a step ENQUEUED or IN_PROGRESS under it)."""
+
+    lease_id: str
+    step_id: int
+    task_id: int
+    started: bool  # IN_PROGRESS: acknowledged, its attempt counted
+    correlation_id: str | None
 
 
 async def upsert_worker(session: AsyncSession, values: dict[str, Any]) -> None:
@@ -67,3 +87,19 @@ async def live_leases(
     if seen_at is not None and workers:
         await touch_workers(session, workers, seen_at)
     return {lease_id for lease_id, _ in held}
+
+
+async def worker_leases(session: AsyncSession, worker_id: str) -> list[HeldLease]:
+    """Every current lease of ``worker_id`` (what a reconnecting worker is reconciled against).
+    The state predicate is the lease-expiry index's, so only leased rows are read."""
+    leased = in_literals(Step.state, sorted(s.value for s in ACTIVE_STEP_STATES))
+    rows = await session.execute(
+        select(Step.lease_id, Step.id, Step.task_id, Step.state, Task.correlation_id)
+        .join(Task, Task.id == Step.task_id)
+        .where(leased, Step.worker_id == worker_id)
+    )
+    return [
+        HeldLease(lease_id, step_id, task_id, state == StepState.IN_PROGRESS, correlation_id)
+        for lease_id, step_id, task_id, state, correlation_id in rows.all()
+        if lease_id
+    ]
