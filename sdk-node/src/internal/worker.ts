@@ -14,10 +14,16 @@
 // StepTimeout. JavaScript cannot kill a promise: a handler that ignores its signal keeps running
 // in the background, but its outcome is no longer waited for nor reported.
 //
-// If the stream breaks, handlers keep running; results are then sent with the unary
-// ReportStepResult (and leases extended with the unary Heartbeat) while the worker reconnects
-// with exponential backoff and jitter. Results sent on a stream that broke before their
-// result_ack are re-sent the same way (the server records an outcome once).
+// If the stream breaks, handlers keep running (leases are extended with the unary Heartbeat)
+// while the worker reconnects with exponential backoff and jitter; every hello names the leases
+// the worker still holds (heldLeases: handlers running, outcomes not yet acknowledged).
+//
+// An outcome (result or failure) is kept until the server acknowledges it, at most until the
+// lease's hard deadline (Assignment.leaseDeadline): it goes on the stream, and is sent again after
+// a backoff when the result_ack says UNAVAILABLE, right after the welcome of a new stream when the
+// stream broke, and by the unary ReportStepResult (retried with backoff) while there is no stream.
+// It is dropped when recorded, or refused for good (LEASE_STALE, NOT_FOUND, ...). The server
+// records an outcome once, so sending it again is harmless.
 //
 // Shutdown is ordered and idempotent: drain -> stop taking work -> wait for in-flight handlers
 // (up to drainTimeoutMs; the rest are aborted and reported as TRANSIENT WorkerShutdown) -> flush
@@ -33,6 +39,7 @@ import {
   type ConnectResponse,
   type LeaseStatus,
   type ReportStepResultRequest,
+  type ResultAck,
   type StepFailure,
   type StepSuccess,
   type Welcome,
@@ -96,12 +103,31 @@ const FATAL_CODES = new Set([
   grpc.status.PERMISSION_DENIED,
   grpc.status.UNIMPLEMENTED,
 ]);
-const RETRY_UNARY = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED, grpc.status.UNKNOWN]);
+// ReportStepResult errors after which the outcome is sent again (INTERNAL and UNKNOWN are what
+// servers before UNAVAILABLE answered while their database was down).
+const RETRY_UNARY = new Set([
+  grpc.status.UNAVAILABLE,
+  grpc.status.DEADLINE_EXCEEDED,
+  grpc.status.RESOURCE_EXHAUSTED,
+  grpc.status.INTERNAL,
+  grpc.status.UNKNOWN,
+]);
+// result_ack reasons after which the outcome is kept and sent again (INTERNAL: older servers'
+// answer to a failed write, "try again").
+const RESEND_REASONS = new Set(["UNAVAILABLE", "INTERNAL"]);
+// Backoff between sends of an outcome the server could not record yet.
+const RESEND_BACKOFF_BASE_MS = 200;
+const RESEND_BACKOFF_CAP_MS = 3_000;
+// How long an outcome is kept when its assignment carries no leaseDeadline (older servers).
+const DEFAULT_RETENTION_MS = 300_000;
+const MAX_HELD_LEASES = 10_000;
 
 type AbortCause = "server" | "timeout" | "shutdown";
 
 interface Lease {
   leaseId: string;
+  /** The lease's hard deadline on the performance.now() clock. */
+  deadline: number;
   ctx: StepContext;
   controller: AbortController;
   cause: AbortCause | undefined;
@@ -110,6 +136,55 @@ interface Lease {
 }
 
 type Outcome = { kind: "result"; value: StepSuccess } | { kind: "failure"; value: StepFailure };
+
+/** Wakes one waiter early; remembers a wake-up that came before the wait. */
+class Nudge {
+  private fired = false;
+  private waiters: (() => void)[] = [];
+
+  fire(): void {
+    this.fired = true;
+    for (const waiter of this.waiters.splice(0)) waiter();
+  }
+
+  clear(): void {
+    this.fired = false;
+  }
+
+  /** Resolves when fired, or after `ms`. */
+  wait(ms: number): Promise<void> {
+    if (this.fired) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, ms));
+      this.waiters.push(done);
+    });
+  }
+}
+
+/** An outcome the server has not acknowledged yet, kept until the lease's hard deadline. */
+interface PendingOutcome {
+  leaseId: string;
+  outcome: Outcome;
+  /** performance.now() past which the lease cannot be current any more. */
+  deadline: number;
+  /** Fired by a result_ack, by the end of the stream it was sent on and by a new welcome. */
+  nudge: Nudge;
+  /** The stream whose result_ack it waits for. */
+  sentOn: Session | undefined;
+  /** The server answered UNAVAILABLE: back off, then send again. */
+  resend: boolean;
+}
+
+/** An assignment's hard deadline on the performance.now() clock. */
+function leaseDeadline(assignment: Assignment): number {
+  if (!assignment.leaseDeadline) return performance.now() + DEFAULT_RETENTION_MS;
+  return performance.now() + (assignment.leaseDeadline.getTime() - Date.now());
+}
 
 const silentLogger: WorkerLogger = { info: () => undefined, warn: (m) => console.warn(`[tasker] ${m}`) };
 
@@ -126,8 +201,8 @@ export class Worker {
   private readonly handlerMap = new Map<string, HandlerFunction>();
 
   private readonly leases = new Map<string, Lease>();
-  /** Results sent on the stream, not yet acknowledged: re-sent by unary if it breaks. */
-  private unacked = new Map<string, Outcome>();
+  /** Outcomes not acknowledged by the server yet, each with a loop delivering it. */
+  private readonly unackedOutcomes = new Map<string, PendingOutcome>();
   private readonly background = new Set<Promise<void>>();
   private session: Session | undefined;
   private channel: grpc.Channel | undefined;
@@ -178,6 +253,14 @@ export class Worker {
   /** Leases currently held. */
   get inFlight(): number {
     return this.leases.size;
+  }
+
+  /**
+   * Leases this worker still holds, as its hello announces them: handlers running and outcomes
+   * the server has not acknowledged yet.
+   */
+  heldLeases(): string[] {
+    return [...new Set([...this.leases.keys(), ...this.unackedOutcomes.keys()])].slice(0, MAX_HELD_LEASES);
   }
 
   /** True while a stream is open and welcomed. */
@@ -263,6 +346,13 @@ export class Worker {
         // Outcomes still travelling by unary (e.g. after a lost stream) need the channel.
         await Promise.race([Promise.allSettled([...this.background]), sleep(FLUSH_TIMEOUT_MS)]);
       }
+      if (this.unackedOutcomes.size > 0) {
+        this.log.warn(`stopping with ${this.unackedOutcomes.size} outcome(s) not acknowledged by the server: leases ${[...this.unackedOutcomes.keys()].join(", ")}`);
+      }
+      // Ends the delivery loops: each stops once its outcome is no longer in the map.
+      const pending = [...this.unackedOutcomes.values()];
+      this.unackedOutcomes.clear();
+      for (const p of pending) p.nudge.fire();
       this.channel.close();
       this.stub = undefined;
       this.running = false;
@@ -279,6 +369,7 @@ export class Worker {
       sdkLanguage: "node",
       sdkVersion: SDK_VERSION,
       handsOffLeases: false, // handlers run here, on this stream's leases
+      heldLeases: this.heldLeases(),
     };
     const session: Session = new Session(this.stub!, callMetadata(this.token), {
       onWelcome: (welcome) => {
@@ -296,7 +387,9 @@ export class Worker {
       this.stop.signal.removeEventListener("abort", onStop);
       if (this.session === session) this.session = undefined;
       session.close();
-      this.resendUnacked();
+      for (const p of this.unackedOutcomes.values()) {
+        if (p.sentOn === session) p.nudge.fire(); // no result_ack will come on this stream
+      }
     }
   }
 
@@ -319,6 +412,9 @@ export class Worker {
     if (this.stopping) session.send({ drain: {} });
     // Leases that survived a reconnect: extend them right away.
     if (this.leases.size > 0) session.send({ heartbeat: { leaseIds: [...this.leases.keys()] } });
+    for (const p of this.unackedOutcomes.values()) {
+      if (p.sentOn === undefined) p.nudge.fire(); // waiting to retry: send on this stream now
+    }
   }
 
   // --- messages from the server -------------------------------------------------------------------
@@ -326,20 +422,28 @@ export class Worker {
   private dispatch(session: Session, message: ConnectResponse): void {
     if (message.assignment) this.onAssignment(session, message.assignment);
     else if (message.cancellation) {
+      // Nothing running (an outcome still waiting for its ack stays: the server answers it
+      // DUPLICATE or LEASE_STALE).
       const lease = this.leases.get(message.cancellation.leaseId);
       if (lease) this.abortLease(lease, "server", message.cancellation.reason || "cancelled by the server");
     } else if (message.keepalive) session.send({ pong: { nonce: message.keepalive.nonce } });
-    else if (message.resultAck) {
-      const ack = message.resultAck;
-      this.unacked.delete(ack.leaseId);
+    else if (message.resultAck) this.onResultAck(message.resultAck);
+    else if (message.heartbeatAck) this.applyLeaseStatuses(message.heartbeatAck.leases);
+  }
+
+  private onResultAck(ack: ResultAck): void {
+    const pending = this.unackedOutcomes.get(ack.leaseId);
+    if (ack.accepted || !RESEND_REASONS.has(ack.reason)) {
+      this.unackedOutcomes.delete(ack.leaseId);
       if (!ack.accepted) this.log.warn(`result for lease ${ack.leaseId} rejected: ${ack.reason} ${ack.message}`);
-    } else if (message.heartbeatAck) this.applyLeaseStatuses(message.heartbeatAck.leases);
+    } else if (pending) pending.resend = true;
+    pending?.nudge.fire();
   }
 
   private onAssignment(session: Session, assignment: Assignment): void {
     const leaseId = assignment.leaseId;
-    if (this.leases.has(leaseId)) {
-      session.send({ ack: { leaseId } }); // re-offered after a reconnect: already running
+    if (this.leases.has(leaseId) || this.unackedOutcomes.has(leaseId)) {
+      session.send({ ack: { leaseId } }); // re-offered after a reconnect: already ours
       return;
     }
     if (this.stopping) {
@@ -348,12 +452,13 @@ export class Worker {
       return;
     }
     const controller = new AbortController();
+    const deadline = leaseDeadline(assignment);
     let ctx: StepContext;
     try {
       ctx = contextFromAssignment(assignment, controller.signal);
     } catch (error) {
       session.send({ ack: { leaseId } });
-      this.reportFailure(leaseId, new PermanentError(`invalid assignment: ${(error as Error).message}`, { errorType: "InvalidAssignment" }), 0);
+      this.reportFailure(leaseId, deadline, new PermanentError(`invalid assignment: ${(error as Error).message}`, { errorType: "InvalidAssignment" }), 0);
       return;
     }
     session.send({ ack: { leaseId } });
@@ -362,10 +467,10 @@ export class Worker {
       const error = new RetryableError(`handler ${JSON.stringify(ctx.step.handler)} is not registered on worker ${this.currentWorkerId}`, {
         errorType: "HandlerNotFound",
       });
-      this.reportFailure(leaseId, error, 0);
+      this.reportFailure(leaseId, deadline, error, 0);
       return;
     }
-    const lease: Lease = { leaseId, ctx, controller, cause: undefined, finished: Promise.resolve() };
+    const lease: Lease = { leaseId, deadline, ctx, controller, cause: undefined, finished: Promise.resolve() };
     this.leases.set(leaseId, lease);
     lease.finished = this.execute(lease, handler);
   }
@@ -422,23 +527,23 @@ export class Worker {
       } catch (error) {
         if (lease.cause === "server") return; // the server already knows; report nothing
         if (lease.cause === "timeout") {
-          this.reportFailure(lease.leaseId, new RetryableError(`step ${JSON.stringify(ctx.step.name)} exceeded its timeout of ${timeoutMs} ms`, {
+          this.reportFailure(lease.leaseId, lease.deadline, new RetryableError(`step ${JSON.stringify(ctx.step.name)} exceeded its timeout of ${timeoutMs} ms`, {
             immediate: true,
             errorType: "StepTimeout",
           }), elapsed());
           return;
         }
         if (lease.cause === "shutdown") {
-          this.reportFailure(lease.leaseId, new RetryableError("the worker shut down before the handler finished", {
+          this.reportFailure(lease.leaseId, lease.deadline, new RetryableError("the worker shut down before the handler finished", {
             immediate: true,
             errorType: "WorkerShutdown",
           }), elapsed());
           return;
         }
-        this.reportFailure(lease.leaseId, error, elapsed());
+        this.reportFailure(lease.leaseId, lease.deadline, error, elapsed());
         return;
       }
-      this.reportSuccess(lease.leaseId, value, elapsed());
+      this.reportSuccess(lease.leaseId, lease.deadline, value, elapsed());
     } finally {
       clearTimeout(timer);
       this.leases.delete(lease.leaseId);
@@ -447,7 +552,7 @@ export class Worker {
 
   // --- reporting outcomes -------------------------------------------------------------------------
 
-  private reportSuccess(leaseId: string, value: unknown, elapsedSeconds: number): void {
+  private reportSuccess(leaseId: string, deadline: number, value: unknown, elapsedSeconds: number): void {
     let result: Record<string, unknown>;
     try {
       result = toJsonObject(value ?? {}, "result");
@@ -455,13 +560,13 @@ export class Worker {
       const problem = error instanceof NotJsonError
         ? `handler result is not a JSON object: ${error.message}`
         : `handler result could not be serialised: ${String(error)}`;
-      this.reportFailure(leaseId, new PermanentError(problem, { errorType: "InvalidResult" }), elapsedSeconds);
+      this.reportFailure(leaseId, deadline, new PermanentError(problem, { errorType: "InvalidResult" }), elapsedSeconds);
       return;
     }
-    this.sendOutcome(leaseId, { kind: "result", value: { leaseId, result, executionTime: msToDuration(elapsedSeconds * 1000) } });
+    this.keepOutcome(leaseId, deadline, { kind: "result", value: { leaseId, result, executionTime: msToDuration(elapsedSeconds * 1000) } });
   }
 
-  private reportFailure(leaseId: string, thrown: unknown, elapsedSeconds: number): void {
+  private reportFailure(leaseId: string, deadline: number, thrown: unknown, elapsedSeconds: number): void {
     if (!(thrown instanceof RetryableError || thrown instanceof PermanentError)) {
       this.log.info(`handler for lease ${leaseId} failed: ${thrown instanceof Error ? thrown.message : String(thrown)}`);
     }
@@ -471,20 +576,14 @@ export class Worker {
     } catch (bad) {
       error = stepErrorFromException(new Error(`unreportable handler error: ${String(bad)}`));
     }
-    this.sendOutcome(leaseId, { kind: "failure", value: { leaseId, error, executionTime: msToDuration(elapsedSeconds * 1000) } });
+    this.keepOutcome(leaseId, deadline, { kind: "failure", value: { leaseId, error, executionTime: msToDuration(elapsedSeconds * 1000) } });
   }
 
-  private sendOutcome(leaseId: string, outcome: Outcome): void {
-    const session = this.session;
-    const message = outcome.kind === "result" ? { result: outcome.value } : { failure: outcome.value };
-    if (session && session.send(message)) this.unacked.set(leaseId, outcome);
-    else this.spawn(this.reportUnary(outcome));
-  }
-
-  private resendUnacked(): void {
-    const pending = this.unacked;
-    this.unacked = new Map();
-    for (const outcome of pending.values()) this.spawn(this.reportUnary(outcome));
+  /** Keep an outcome until the server acknowledges it; a loop of its own delivers it. */
+  private keepOutcome(leaseId: string, deadline: number, outcome: Outcome): void {
+    const pending: PendingOutcome = { leaseId, outcome, deadline, nudge: new Nudge(), sentOn: undefined, resend: false };
+    this.unackedOutcomes.set(leaseId, pending);
+    this.spawn(this.deliver(pending));
   }
 
   private spawn(promise: Promise<void>): void {
@@ -493,25 +592,64 @@ export class Worker {
     void tracked.finally(() => this.background.delete(tracked));
   }
 
-  /** Report an outcome with ReportStepResult, retrying while the server is unreachable. */
-  private async reportUnary(outcome: Outcome): Promise<void> {
+  /**
+   * Send one outcome until it is acknowledged, refused for good or past its lease's deadline: on
+   * the stream when there is one (never on the stream and by unary at once), else with
+   * ReportStepResult; with backoff between attempts the server could not record.
+   */
+  private async deliver(pending: PendingOutcome): Promise<void> {
+    const backoff = new Backoff(RESEND_BACKOFF_BASE_MS, RESEND_BACKOFF_CAP_MS);
+    const remaining = () => pending.deadline - performance.now();
+    const nap = (ms: number) => {
+      pending.nudge.clear();
+      return pending.nudge.wait(Math.min(ms, remaining()));
+    };
+    const message = pending.outcome.kind === "result" ? { result: pending.outcome.value } : { failure: pending.outcome.value };
+    while (this.unackedOutcomes.get(pending.leaseId) === pending) {
+      if (remaining() <= 0) {
+        this.unackedOutcomes.delete(pending.leaseId);
+        this.log.warn(`outcome of lease ${pending.leaseId} not recorded before the lease's deadline`);
+        return;
+      }
+      if (pending.resend) {
+        pending.resend = false;
+        await nap(backoff.nextDelayMs());
+        continue;
+      }
+      const session = this.session;
+      pending.nudge.clear();
+      if (session && session.send(message)) {
+        pending.sentOn = session;
+        await pending.nudge.wait(remaining()); // result_ack, or the stream ended
+        pending.sentOn = undefined;
+      } else if (await this.reportUnary(pending)) {
+        this.unackedOutcomes.delete(pending.leaseId);
+      } else if (!this.session) {
+        await nap(backoff.nextDelayMs()); // else: welcomed meanwhile, send on it now
+      }
+    }
+  }
+
+  /**
+   * One ReportStepResult: false when it is worth trying again (the server or its database
+   * unreachable), true when the outcome is done with (recorded or refused).
+   */
+  private async reportUnary(pending: PendingOutcome): Promise<boolean> {
+    const stub = this.stub;
+    if (!stub) return false;
+    const { outcome } = pending;
     const request: ReportStepResultRequest = { workerId: this.currentWorkerId };
     if (outcome.kind === "result") request.success = outcome.value;
     else request.failure = outcome.value;
-    const backoff = new Backoff(200, 5_000);
-    while (this.stub) {
-      try {
-        await unary(this.stub, this.stub.reportStepResult, request, callMetadata(this.token), UNARY_TIMEOUT_MS);
-        return;
-      } catch (error) {
-        const code = (error as TaskerError).code;
-        if (code === undefined || !RETRY_UNARY.has(code) || backoff.failures >= 8) {
-          this.log.warn(`outcome of lease ${outcome.value.leaseId} not recorded: ${(error as Error).message}`);
-          return;
-        }
-        await sleep(backoff.nextDelayMs());
-      }
+    const timeoutMs = Math.max(100, Math.min(UNARY_TIMEOUT_MS, pending.deadline - performance.now()));
+    try {
+      await unary(stub, stub.reportStepResult, request, callMetadata(this.token), timeoutMs);
+    } catch (error) {
+      const code = (error as TaskerError).code;
+      if (code !== undefined && RETRY_UNARY.has(code)) return false;
+      this.log.warn(`outcome of lease ${pending.leaseId} not recorded: ${(error as Error).message}`);
     }
+    return true;
   }
 
   // --- heartbeats ---------------------------------------------------------------------------------
@@ -562,10 +700,10 @@ export class Worker {
       for (const lease of this.leases.values()) this.abortLease(lease, "shutdown", "the worker is shutting down");
       await all;
     }
-    // Give results on the stream a moment to be acknowledged before closing it; whatever is
-    // still unacknowledged then is re-sent by unary as the session ends.
+    // Give outcomes a moment to be acknowledged before closing the stream; whatever is still
+    // unacknowledged then goes on by unary (for at most another FLUSH_TIMEOUT_MS).
     const until = performance.now() + FLUSH_TIMEOUT_MS;
-    while (this.unacked.size > 0 && this.session && performance.now() < until) await sleep(20);
+    while (this.unackedOutcomes.size > 0 && performance.now() < until) await sleep(20);
     this.stop.abort();
     if (this.runPromise) await this.runPromise.catch(() => undefined);
   }

@@ -15,10 +15,16 @@ under the step timeout, in an OpenTelemetry span) -> result | failure -> result_
 leases are heartbeated every heartbeat_interval. A cancellation (or a heartbeat answer saying
 the lease is gone) cancels the handler and reports nothing.
 
-If the stream breaks, handlers keep running; results are then sent with the unary
-``ReportStepResult`` (and leases extended with the unary ``Heartbeat``) while the worker
-reconnects with exponential backoff and jitter. Results sent on a stream that broke before
-their ``result_ack`` are re-sent the same way (the server records an outcome once).
+If the stream breaks, handlers keep running (leases are extended with the unary ``Heartbeat``)
+while the worker reconnects with exponential backoff and jitter; every hello names the leases
+the worker still holds (``held_leases``: handlers running, outcomes not yet acknowledged).
+
+An outcome (result or failure) is kept until the server acknowledges it, at most until the
+lease's hard deadline (``Assignment.lease_deadline``): it goes on the stream, and is sent again
+after a backoff when the ``result_ack`` says UNAVAILABLE, right after the welcome of a new stream
+when the stream broke, and by the unary ``ReportStepResult`` (retried with backoff) while there
+is no stream. It is dropped when recorded, or refused for good (LEASE_STALE, NOT_FOUND, ...).
+The server records an outcome once, so sending it again is harmless.
 
 Shutdown is ordered and idempotent: drain -> stop taking work -> wait for in-flight handlers
 (up to drain_timeout; the rest are cancelled and reported as TRANSIENT ``WorkerShutdown``) ->
@@ -85,9 +91,25 @@ _FATAL_CODES = frozenset(
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
+# ReportStepResult errors after which the outcome is sent again (INTERNAL and UNKNOWN are what
+# servers before UNAVAILABLE answered while their database was down).
 _RETRY_UNARY = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN}
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
 )
+# result_ack reasons after which the outcome is kept and sent again (INTERNAL: older servers'
+# answer to a failed write, "try again").
+_RESEND_REASONS = frozenset({"UNAVAILABLE", "INTERNAL"})
+# Backoff between sends of an outcome the server could not record yet.
+_RESEND_BACKOFF = (0.2, 3.0)
+# How long an outcome is kept when its assignment carries no lease_deadline (older servers).
+_DEFAULT_RETENTION = 300.0
+_MAX_HELD_LEASES = 10_000
 
 
 class StepHandler:
@@ -119,17 +141,38 @@ def _as_coroutine_function(
     return in_thread
 
 
+def _lease_deadline(assignment: Any) -> float:
+    """The assignment's hard deadline on the monotonic clock."""
+    if not assignment.HasField("lease_deadline"):
+        return time.monotonic() + _DEFAULT_RETENTION
+    remaining: float = assignment.lease_deadline.ToMilliseconds() / 1000.0 - time.time()
+    return time.monotonic() + remaining
+
+
 @dataclass(eq=False)
 class _Lease:
     lease_id: str
     ctx: StepContext
     handler: _Handler
+    deadline: float
     task: asyncio.Task[None] | None = None
     # Why the handler's task was cancelled: by the server (report nothing) or by shutdown
     # (report a TRANSIENT failure so the step is retried elsewhere at once).
     cancelled_by_server: bool = False
     cancelled_by_shutdown: bool = False
-    outcome: Any = field(default=None, repr=False)
+
+
+@dataclass(eq=False)
+class _PendingOutcome:
+    """An outcome the server has not acknowledged yet, kept until the lease's hard deadline."""
+
+    lease_id: str
+    request: Any = field(repr=False)  # ConnectRequest carrying the result or failure
+    deadline: float  # time.monotonic() past which the lease cannot be current any more
+    # Set by a result_ack, by the end of the stream it was sent on and by a new welcome.
+    nudge: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    sent_on: Session | None = None  # the stream whose result_ack it waits for
+    resend: bool = False  # the server answered UNAVAILABLE: back off, then send again
 
 
 class Worker:
@@ -168,8 +211,8 @@ class Worker:
         self._handlers: dict[str, _Handler] = {}
 
         self._leases: dict[str, _Lease] = {}
-        # Results sent on the stream, not yet acknowledged: re-sent by unary if it breaks.
-        self._unacked: dict[str, Any] = {}
+        # Outcomes not acknowledged by the server yet, each with a task delivering it.
+        self._unacked_outcomes: dict[str, _PendingOutcome] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._session: Session | None = None
         self._stub: Any = None
@@ -280,6 +323,15 @@ class Worker:
             if self._background and self._stop.is_set():
                 # Outcomes still travelling by unary (e.g. after a lost stream) need the channel.
                 await asyncio.wait(set(self._background), timeout=_FLUSH_TIMEOUT)
+            if self._unacked_outcomes:
+                log.warning(
+                    "stopping with %d outcome(s) not acknowledged by the server: leases %s",
+                    len(self._unacked_outcomes), ", ".join(self._unacked_outcomes),
+                )
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            self._unacked_outcomes.clear()
             await self._channel.close()
             self._stub = None
             self._running = False
@@ -313,6 +365,7 @@ class Worker:
             capacity=self.capacity,
             sdk_language="python",
             sdk_version=__version__,
+            held_leases=self.held_leases(),
         )
         try:
             welcome = await session.open(hello, _WELCOME_TIMEOUT)
@@ -322,6 +375,9 @@ class Worker:
             backoff.reset()
             if self._leases:  # leases that survived a reconnect: extend them right away
                 session.send(self._heartbeat_message(list(self._leases)))
+            for pending in self._unacked_outcomes.values():
+                if pending.sent_on is None:  # waiting to retry: send on this stream now
+                    pending.nudge.set()
             # Checks the stop flag too, so a cancellation lost inside a library cannot keep a
             # stopped worker's session alive.
             while not self._stop.is_set():
@@ -333,7 +389,16 @@ class Worker:
         finally:
             self._session = None
             session.close()
-            self._resend_unacked()
+            for pending in self._unacked_outcomes.values():
+                if pending.sent_on is session:  # no result_ack will come on this stream
+                    pending.nudge.set()
+
+    def held_leases(self) -> list[str]:
+        """Leases this worker still holds, as its hello announces them: handlers running and
+        outcomes the server has not acknowledged yet."""
+        held = dict.fromkeys(self._leases)
+        held.update(dict.fromkeys(self._unacked_outcomes))
+        return list(held)[:_MAX_HELD_LEASES]
 
     def _on_welcome(self, welcome: Any) -> None:
         self.worker_id = welcome.worker_id or self.worker_id
@@ -369,12 +434,7 @@ class Worker:
                 )
             )
         elif kind == "result_ack":
-            ack = message.result_ack
-            self._unacked.pop(ack.lease_id, None)
-            if not ack.accepted:
-                log.warning(
-                    "result for lease %s rejected: %s %s", ack.lease_id, ack.reason, ack.message
-                )
+            self._on_result_ack(message.result_ack)
         elif kind == "heartbeat_ack":
             self._apply_lease_statuses(message.heartbeat_ack.leases)
         elif kind == "welcome":
@@ -382,20 +442,36 @@ class Worker:
         else:
             log.debug("ignoring unknown message %r", kind)
 
+    def _on_result_ack(self, ack: Any) -> None:
+        pending = self._unacked_outcomes.get(ack.lease_id)
+        if ack.accepted or ack.reason not in _RESEND_REASONS:
+            self._unacked_outcomes.pop(ack.lease_id, None)
+            if not ack.accepted:
+                log.warning(
+                    "result for lease %s rejected: %s %s", ack.lease_id, ack.reason, ack.message
+                )
+        elif pending is not None:
+            log.debug("result for lease %s not recorded yet (%s)", ack.lease_id, ack.reason)
+            pending.resend = True
+        if pending is not None:
+            pending.nudge.set()
+
     def _on_assignment(self, session: Session, assignment: Any) -> None:
         lease_id = assignment.lease_id
-        if lease_id in self._leases:  # re-offered after a reconnect: already running
-            session.send(self._ack(lease_id))
+        if lease_id in self._leases or lease_id in self._unacked_outcomes:
+            session.send(self._ack(lease_id))  # re-offered after a reconnect: already ours
             return
         if self._stopping:
             # Not acknowledged: the server re-offers it to another worker after ack_timeout.
             log.info("draining; not taking lease %s", lease_id)
             return
+        deadline = _lease_deadline(assignment)
         try:
             ctx = StepContext.from_assignment(assignment)
         except Exception as exc:
             session.send(self._ack(lease_id))
-            self._report_failure(lease_id, PermanentError(f"invalid assignment: {exc}"), 0.0)
+            invalid = PermanentError(f"invalid assignment: {exc}")
+            self._report_failure(lease_id, deadline, invalid, 0.0)
             return
         handler = self._handlers.get(ctx.step.handler)
         session.send(self._ack(lease_id))
@@ -404,13 +480,15 @@ class Worker:
                 f"handler {ctx.step.handler!r} is not registered on worker {self.worker_id}",
                 error_type="HandlerNotFound",
             )
-            self._report_failure(lease_id, error, 0.0)
+            self._report_failure(lease_id, deadline, error, 0.0)
             return
-        lease = _Lease(lease_id, ctx, handler)
+        lease = _Lease(lease_id, ctx, handler, deadline)
         self._leases[lease_id] = lease
         lease.task = asyncio.create_task(self._execute(lease), name=f"tasker-lease-{lease_id}")
 
     def _cancel_lease(self, lease_id: str, reason: str) -> None:
+        # Nothing running (an outcome still waiting for its ack stays: the server answers it
+        # DUPLICATE or LEASE_STALE).
         lease = self._leases.get(lease_id)
         if lease is None or lease.task is None:
             return
@@ -459,7 +537,9 @@ class Worker:
                         error_type="StepTimeout",
                     )
                     error.__cause__ = exc
-                    self._report_failure(lease.lease_id, error, time.monotonic() - started)
+                    self._report_failure(
+                        lease.lease_id, lease.deadline, error, time.monotonic() - started
+                    )
                     return
         except asyncio.CancelledError:
             if lease.cancelled_by_server:
@@ -470,15 +550,17 @@ class Worker:
                     immediate=True,
                     error_type="WorkerShutdown",
                 )
-                self._report_failure(lease.lease_id, error, time.monotonic() - started)
+                self._report_failure(
+                    lease.lease_id, lease.deadline, error, time.monotonic() - started
+                )
                 return
             raise
         except Exception as exc:
-            self._report_failure(lease.lease_id, exc, time.monotonic() - started)
+            self._report_failure(lease.lease_id, lease.deadline, exc, time.monotonic() - started)
             return
         finally:
             self._leases.pop(lease.lease_id, None)
-        self._report_success(lease.lease_id, value, time.monotonic() - started)
+        self._report_success(lease.lease_id, lease.deadline, value, time.monotonic() - started)
 
     async def _invoke(self, handler: _Handler, ctx: StepContext) -> Any:
         if _PROPAGATOR is None:
@@ -504,27 +586,31 @@ class Worker:
 
     # --- reporting outcomes --------------------------------------------------------------------
 
-    def _report_success(self, lease_id: str, value: Any, elapsed: float) -> None:
+    def _report_success(self, lease_id: str, deadline: float, value: Any, elapsed: float) -> None:
         if value is None:
             value = {}
+        problem = None
         if not isinstance(value, Mapping):
             problem = f"handler returned {type(value).__name__}; it must return a dict or None"
-            self._report_failure(lease_id, PermanentError(problem, error_type="InvalidResult"),
-                                 elapsed)
-            return
-        try:
-            struct = dict_to_struct(value)
-        except TypeError as exc:
-            problem = f"handler result is not JSON-serialisable: {exc}"
-            self._report_failure(lease_id, PermanentError(problem, error_type="InvalidResult"),
-                                 elapsed)
+        else:
+            try:
+                struct = dict_to_struct(value)
+            except TypeError as exc:
+                problem = f"handler result is not JSON-serialisable: {exc}"
+        if problem is not None:
+            error = PermanentError(problem, error_type="InvalidResult")
+            self._report_failure(lease_id, deadline, error, elapsed)
             return
         success = worker_service_pb2.StepSuccess(
             lease_id=lease_id, result=struct, execution_time=seconds_to_duration(elapsed)
         )
-        self._send_outcome(lease_id, "result", success)
+        self._keep_outcome(
+            lease_id, deadline, worker_service_pb2.ConnectRequest(result=success)
+        )
 
-    def _report_failure(self, lease_id: str, exc: BaseException, elapsed: float) -> None:
+    def _report_failure(
+        self, lease_id: str, deadline: float, exc: BaseException, elapsed: float
+    ) -> None:
         if not isinstance(exc, RetryableError | PermanentError):
             log.info("handler for lease %s failed: %r", lease_id, exc)
         failure = worker_service_pb2.StepFailure(
@@ -532,44 +618,82 @@ class Worker:
             error=step_error_from_exception(exc),
             execution_time=seconds_to_duration(elapsed),
         )
-        self._send_outcome(lease_id, "failure", failure)
+        self._keep_outcome(
+            lease_id, deadline, worker_service_pb2.ConnectRequest(failure=failure)
+        )
 
-    def _send_outcome(self, lease_id: str, kind: str, outcome: Any) -> None:
-        session = self._session
-        if session is not None and session.send(
-            worker_service_pb2.ConnectRequest(**{kind: outcome})
-        ):
-            self._unacked[lease_id] = (kind, outcome)
-        else:
-            self._spawn(self._report_unary(kind, outcome))
+    def _keep_outcome(self, lease_id: str, deadline: float, request: Any) -> None:
+        """Keep an outcome until the server acknowledges it; a task of its own delivers it."""
+        pending = _PendingOutcome(lease_id, request, deadline)
+        self._unacked_outcomes[lease_id] = pending
+        self._spawn(self._deliver(pending), f"tasker-outcome-{lease_id}")
 
-    def _resend_unacked(self) -> None:
-        pending, self._unacked = self._unacked, {}
-        for kind, outcome in pending.values():
-            self._spawn(self._report_unary(kind, outcome))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _report_unary(self, kind: str, outcome: Any) -> None:
-        """Report an outcome with ReportStepResult, retrying while the server is unreachable."""
-        request = worker_service_pb2.ReportStepResultRequest(worker_id=self.worker_id)
-        getattr(request, "success" if kind == "result" else "failure").CopyFrom(outcome)
-        backoff = Backoff(0.2, 5.0)
-        while self._stub is not None:
-            try:
-                await self._stub.ReportStepResult(
-                    request, metadata=self._metadata, timeout=_UNARY_TIMEOUT
+    async def _deliver(self, pending: _PendingOutcome) -> None:
+        """Send one outcome until it is acknowledged, refused for good or past its lease's
+        deadline: on the stream when there is one (never on the stream and by unary at once),
+        else with ReportStepResult; with backoff between attempts the server could not record."""
+        backoff = Backoff(*_RESEND_BACKOFF)
+        try:
+            async with asyncio.timeout(pending.deadline - time.monotonic()):
+                while self._unacked_outcomes.get(pending.lease_id) is pending:
+                    if pending.resend:
+                        pending.resend = False
+                        await self._nap(pending, backoff.next_delay())
+                        continue
+                    session = self._session
+                    pending.nudge.clear()
+                    if session is not None and session.send(pending.request):
+                        pending.sent_on = session
+                        try:
+                            await pending.nudge.wait()  # result_ack, or the stream ended
+                        finally:
+                            pending.sent_on = None
+                    elif await self._report_unary(pending):
+                        self._unacked_outcomes.pop(pending.lease_id, None)
+                    elif self._session is None:  # else: welcomed meanwhile, send on it now
+                        await self._nap(pending, backoff.next_delay())
+        except TimeoutError:
+            if self._unacked_outcomes.get(pending.lease_id) is pending:
+                del self._unacked_outcomes[pending.lease_id]
+                log.warning(
+                    "outcome of lease %s not recorded before the lease's deadline",
+                    pending.lease_id,
                 )
-                return
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-                if error.code not in _RETRY_UNARY or backoff.failures >= 8:
-                    log.warning("outcome of lease %s not recorded: %r", outcome.lease_id, error)
-                    return
-                await asyncio.sleep(backoff.next_delay())
+
+    @staticmethod
+    async def _nap(pending: _PendingOutcome, delay: float) -> None:
+        """Sleep ``delay`` s, or less when a new stream is welcomed."""
+        pending.nudge.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await pending.nudge.wait()
+
+    async def _report_unary(self, pending: _PendingOutcome) -> bool:
+        """One ReportStepResult; False when it is worth trying again (the server or its
+        database unreachable), True when the outcome is done with (recorded or refused)."""
+        if self._stub is None:
+            return False
+        outcome = pending.request
+        kind = outcome.WhichOneof("message")
+        request = worker_service_pb2.ReportStepResultRequest(worker_id=self.worker_id)
+        getattr(request, "success" if kind == "result" else "failure").CopyFrom(
+            getattr(outcome, kind)
+        )
+        timeout = max(0.1, min(_UNARY_TIMEOUT, pending.deadline - time.monotonic()))
+        try:
+            await self._stub.ReportStepResult(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as exc:
+            error = from_rpc_error(exc)
+            if error.code in _RETRY_UNARY:
+                log.debug("outcome of lease %s not recorded yet: %r", pending.lease_id, error)
+                return False
+            log.warning("outcome of lease %s not recorded: %r", pending.lease_id, error)
+        return True
 
     # --- heartbeats ----------------------------------------------------------------------------
 
@@ -625,11 +749,11 @@ class Worker:
                     lease.task.cancel()
             if still_running:
                 await asyncio.wait(still_running)
-        # Give results on the stream a moment to be acknowledged before closing it; whatever
-        # is still unacknowledged then is re-sent by unary as the session ends.
+        # Give outcomes a moment to be acknowledged before closing the stream; whatever is
+        # still unacknowledged then goes on by unary (for at most another _FLUSH_TIMEOUT).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_FLUSH_TIMEOUT):
-                while self._unacked and self._session is not None:  # noqa: ASYNC110
+                while self._unacked_outcomes:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
         self._stop.set()
         if self._running:

@@ -61,6 +61,7 @@ module Tasker
       assignment = V1::Assignment.decode(Base64.strict_decode64(payload.fetch("assignment")))
       @worker_id = payload.fetch("worker_id", "")
       lease_id = assignment.lease_id
+      @deadline = Internal::Outcome.lease_deadline(assignment)
       return :stale unless extend_lease(lease_id)
 
       ctx = StepContext.from_assignment(assignment)
@@ -150,9 +151,12 @@ module Tasker
       true
     end
 
+    # Retried while the server is unreachable, until the lease's hard deadline (carried by the
+    # assignment in the payload): past it the lease cannot be current any more.
     def report(kind, outcome)
-      Internal::Outcome.report(@stub, @metadata, @worker_id, kind, outcome)
-      :reported
+      recorded = Internal::Outcome.report(@stub, @metadata, @worker_id, kind, outcome, deadline: @deadline)
+      @logger.warn("outcome of lease #{outcome.lease_id} not recorded before the lease's deadline") unless recorded
+      recorded ? :reported : :lost
     rescue Error => e
       return :stale if e.reason == "LEASE_STALE"
 

@@ -21,8 +21,16 @@ module Tasker
   # and interrupts the handler the same way.
   #
   # If the stream breaks (or the server is silent past keepalive_timeout), handlers keep
-  # running; results go through the unary ReportStepResult (and leases are extended with the
-  # unary Heartbeat) while the worker reconnects with exponential backoff and jitter.
+  # running (leases are extended with the unary Heartbeat) while the worker reconnects with
+  # exponential backoff and jitter; every hello names the leases the worker still holds
+  # (held_leases: handlers running, outcomes not yet acknowledged).
+  #
+  # An outcome (result or failure) is kept until the server acknowledges it, at most until the
+  # lease's hard deadline (Assignment#lease_deadline): it goes on the stream, and is sent again
+  # after a backoff when the result_ack says UNAVAILABLE, right after the welcome of a new stream
+  # when the stream broke, and by the unary ReportStepResult (retried with backoff) while there
+  # is no stream. It is dropped when recorded, or refused for good (LEASE_STALE, NOT_FOUND, ...).
+  # The server records an outcome once, so sending it again is harmless.
   #
   # Shutdown is ordered and idempotent: drain -> stop taking work -> wait for in-flight handlers
   # (up to drain_timeout; the rest are interrupted and reported as TRANSIENT WorkerShutdown) ->
@@ -36,15 +44,27 @@ module Tasker
     TICK = 0.1
     HANDED_OFF = [].freeze # run_handler's answer when another process reports the outcome
     FATAL_CODES = [3, 16, 7, 12].freeze # INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, UNIMPLEMENTED
+    # result_ack reasons after which the outcome is kept and sent again (INTERNAL: older servers'
+    # answer to a failed write, "try again").
+    RESEND_REASONS = %w[UNAVAILABLE INTERNAL].freeze
+    MAX_HELD_LEASES = 10_000
 
     V1 = Tasker::V1
     private_constant :V1
 
     # One held lease. state: :queued -> :running -> :finished; +reported+ makes the first
     # outcome win (the handler's, a timeout's or shutdown's).
+    # +deadline+ is the step timeout's, +hard_deadline+ the lease's (monotonic seconds).
     Lease = Struct.new(:lease_id, :assignment, :ctx, :handler, :state, :thread, :reported, :cancelled_by_server,
-                       :deadline, :started, keyword_init: true)
+                       :deadline, :started, :hard_deadline, keyword_init: true)
     private_constant :Lease
+
+    # An outcome the server has not acknowledged yet, kept until +deadline+ (the lease's hard
+    # deadline, monotonic). +sent_on+: the stream whose result_ack it waits for; +resend+: the
+    # server answered UNAVAILABLE; +nudged+: an ack, the end of its stream or a new welcome came.
+    PendingOutcome = Struct.new(:lease_id, :kind, :outcome, :deadline, :sent_on, :resend, :nudged,
+                                keyword_init: true)
+    private_constant :PendingOutcome
 
     attr_reader :address, :namespaces, :capacity, :worker_id, :name
 
@@ -74,7 +94,7 @@ module Tasker
       @lock = Monitor.new
       @changed = @lock.new_cond
       @leases = {}
-      @unacked = {}
+      @unacked_outcomes = {} # lease id => PendingOutcome, each with a thread delivering it
       @background = []
       @session = nil
       @jobs = Queue.new
@@ -113,6 +133,12 @@ module Tasker
     # Leases currently held (running or waiting for a pool thread).
     def in_flight
       @lock.synchronize { @leases.size }
+    end
+
+    # Leases this worker still holds, as its hello announces them: handlers running (or queued
+    # for a pool thread) and outcomes the server has not acknowledged yet.
+    def held_leases
+      @lock.synchronize { (@leases.keys | @unacked_outcomes.keys).first(MAX_HELD_LEASES) }
     end
 
     # True while a stream is open and welcomed.
@@ -204,7 +230,8 @@ module Tasker
       session = Internal::Session.new(@stub, @metadata)
       hello = V1::WorkerHello.new(worker_id: @worker_id, name: @name, namespaces: @namespaces,
                                   handlers: handlers, capacity: @capacity, sdk_language: "ruby",
-                                  sdk_version: Tasker::VERSION, hands_off_leases: hands_off_leases?)
+                                  sdk_version: Tasker::VERSION, hands_off_leases: hands_off_leases?,
+                                  held_leases: held_leases)
       @pending_session = session
       welcomed = false
       session.each(hello) do |message|
@@ -225,13 +252,11 @@ module Tasker
       e
     ensure
       @pending_session = nil
-      ended = @lock.synchronize do
+      @lock.synchronize do
         @session = nil if @session.equal?(session)
-        pending = @unacked
-        @unacked = {}
-        pending.values
+        # No result_ack will come on this stream: its outcomes go by unary or the next stream.
+        @unacked_outcomes.each_value { |p| nudge(p) if p.sent_on.equal?(session) }
       end
-      ended.each { |kind, outcome| report_unary(kind, outcome) }
     end
 
     def on_welcome(welcome, session)
@@ -250,6 +275,8 @@ module Tasker
       held = @lock.synchronize do
         @session = session
         @connected = true
+        # Outcomes waiting to retry: send them on this stream now.
+        @unacked_outcomes.each_value { |p| nudge(p) if p.sent_on.nil? }
         @changed.broadcast
         @leases.keys
       end
@@ -266,18 +293,26 @@ module Tasker
       when :cancellation then cancel_lease(message.cancellation.lease_id, message.cancellation.reason)
       when :keepalive
         session.push(V1::ConnectRequest.new(pong: V1::KeepalivePong.new(nonce: message.keepalive.nonce)))
-      when :result_ack
-        ack = message.result_ack
-        @lock.synchronize { @unacked.delete(ack.lease_id) && @changed.broadcast }
-        @logger.warn("result for lease #{ack.lease_id} rejected: #{ack.reason} #{ack.message}") unless ack.accepted
+      when :result_ack then on_result_ack(message.result_ack)
       when :heartbeat_ack then apply_lease_statuses(message.heartbeat_ack.leases)
       end
     end
 
+    def on_result_ack(ack)
+      final = ack.accepted || !RESEND_REASONS.include?(ack.reason)
+      @lock.synchronize do
+        pending = @unacked_outcomes[ack.lease_id]
+        @unacked_outcomes.delete(ack.lease_id) if final
+        pending.resend = true if pending && !final
+        nudge(pending) if pending
+      end
+      @logger.warn("result for lease #{ack.lease_id} rejected: #{ack.reason} #{ack.message}") unless ack.accepted || !final
+    end
+
     def on_assignment(session, assignment)
       lease_id = assignment.lease_id
-      if @lock.synchronize { @leases.key?(lease_id) } # re-offered after a reconnect: already running
-        session.push(ack_message(lease_id))
+      if @lock.synchronize { @leases.key?(lease_id) || @unacked_outcomes.key?(lease_id) }
+        session.push(ack_message(lease_id)) # re-offered after a reconnect: already ours
         return
       end
       if @stopping # not acknowledged: the server re-offers it elsewhere after ack_timeout
@@ -285,25 +320,29 @@ module Tasker
         return
       end
       session.push(ack_message(lease_id))
+      hard_deadline = Internal::Outcome.lease_deadline(assignment)
       begin
         ctx = StepContext.from_assignment(assignment)
       rescue StandardError => e
-        send_outcome(lease_id, *Internal::Outcome.failure(lease_id, PermanentError.new("invalid assignment: #{e.message}"), 0.0))
+        keep_outcome(lease_id, hard_deadline,
+                     *Internal::Outcome.failure(lease_id, PermanentError.new("invalid assignment: #{e.message}"), 0.0))
         return
       end
       handler = @handlers[ctx.step.handler]
       unless handler
         error = RetryableError.new("handler #{ctx.step.handler.inspect} is not registered on worker #{@worker_id}",
                                    error_type: "HandlerNotFound")
-        send_outcome(lease_id, *Internal::Outcome.failure(lease_id, error, 0.0))
+        keep_outcome(lease_id, hard_deadline, *Internal::Outcome.failure(lease_id, error, 0.0))
         return
       end
       lease = Lease.new(lease_id: lease_id, assignment: assignment, ctx: ctx, handler: handler, state: :queued, reported: false,
-                        cancelled_by_server: false)
+                        cancelled_by_server: false, hard_deadline: hard_deadline)
       @lock.synchronize { @leases[lease_id] = lease }
       @jobs << lease
     end
 
+    # A lease with nothing running is left alone (an outcome still waiting for its ack stays:
+    # the server answers it DUPLICATE or LEASE_STALE).
     def cancel_lease(lease_id, reason)
       lease = @lock.synchronize { @leases[lease_id] }
       return unless lease
@@ -375,7 +414,7 @@ module Tasker
         won
       end
       flush_interrupts
-      send_outcome(lease.lease_id, *outcome) if first && outcome
+      keep_outcome(lease.lease_id, lease.hard_deadline, *outcome) if first && outcome
     end
 
     # Whether leases go to another process that reports them by lease id (QueueWorker): the
@@ -410,7 +449,8 @@ module Tasker
       return unless first
 
       lease.ctx.cancel!
-      send_outcome(lease.lease_id, *Internal::Outcome.failure(lease.lease_id, exception, monotonic - lease.started))
+      keep_outcome(lease.lease_id, lease.hard_deadline,
+                   *Internal::Outcome.failure(lease.lease_id, exception, monotonic - lease.started))
       interrupt(lease)
     end
 
@@ -421,28 +461,84 @@ module Tasker
 
     # --- reporting outcomes --------------------------------------------------------------------
 
-    def send_outcome(lease_id, kind, outcome)
-      session = @lock.synchronize { @session }
-      if session && @lock.synchronize { @unacked[lease_id] = [kind, outcome] } && session.push(V1::ConnectRequest.new(kind => outcome))
-        return
+    # Keeps an outcome until the server acknowledges it; a thread of its own delivers it.
+    def keep_outcome(lease_id, deadline, kind, outcome)
+      pending = PendingOutcome.new(lease_id: lease_id, kind: kind, outcome: outcome, deadline: deadline,
+                                   resend: false, nudged: false)
+      @lock.synchronize do
+        @unacked_outcomes[lease_id] = pending
+        @background.reject! { |t| !t.alive? }
+        @background << Thread.new { deliver(pending) }.tap { |t| t.name = "tasker-outcome" }
       end
-
-      @lock.synchronize { @unacked.delete(lease_id) }
-      report_unary(kind, outcome)
     end
 
-    # Reports an outcome with ReportStepResult on a background thread, retrying while the server
-    # is unreachable.
-    def report_unary(kind, outcome)
-      thread = Thread.new do
-        Internal::Outcome.report(@stub, @metadata, @worker_id, kind, outcome)
-      rescue Error => e
-        @logger.warn("outcome of lease #{outcome.lease_id} not recorded: #{e.inspect}")
+    # Sends one outcome until it is acknowledged, refused for good or past its lease's deadline:
+    # on the stream when there is one (never on the stream and by unary at once), else with
+    # ReportStepResult; with backoff between attempts the server could not record.
+    def deliver(pending)
+      backoff = Internal::Backoff.new(*Internal::Outcome::RESEND_BACKOFF)
+      message = V1::ConnectRequest.new(pending.kind => pending.outcome)
+      loop do
+        step = @lock.synchronize do
+          return unless @unacked_outcomes[pending.lease_id].equal?(pending)
+
+          if monotonic >= pending.deadline
+            @unacked_outcomes.delete(pending.lease_id)
+            @logger.warn("outcome of lease #{pending.lease_id} not recorded before the lease's deadline")
+            return
+          end
+          pending.nudged = false
+          if pending.resend
+            pending.resend = false
+            :nap
+          elsif @session&.push(message)
+            pending.sent_on = @session
+            :await_ack
+          else
+            :unary
+          end
+        end
+        case step
+        when :nap then nap(pending, backoff.next_delay)
+        when :await_ack then nap(pending, pending.deadline - monotonic) # result_ack, or the stream ended
+        when :unary
+          if report_unary(pending)
+            @lock.synchronize { @unacked_outcomes.delete(pending.lease_id) if @unacked_outcomes[pending.lease_id].equal?(pending) }
+            return
+          end
+          nap(pending, backoff.next_delay) unless @lock.synchronize { @session } # else: welcomed meanwhile
+        end
       end
+    rescue StandardError => e
+      @logger.error("delivering the outcome of lease #{pending.lease_id} failed: #{e.class}: #{e.message}")
+      @lock.synchronize { @unacked_outcomes.delete(pending.lease_id) if @unacked_outcomes[pending.lease_id].equal?(pending) }
+    end
+
+    # Waits up to +seconds+ (never past the outcome's deadline) for a nudge; then it is not on a
+    # stream any more.
+    def nap(pending, seconds)
       @lock.synchronize do
-        @background.reject! { |t| !t.alive? }
-        @background << thread
+        wake_at = monotonic + [seconds, pending.deadline - monotonic].min
+        @changed.wait([wake_at - monotonic, 0.5].min) until pending.nudged || monotonic >= wake_at
+        pending.sent_on = nil
       end
+    end
+
+    # Called with @lock held.
+    def nudge(pending)
+      pending.nudged = true
+      @changed.broadcast
+    end
+
+    # One ReportStepResult: false when it is worth trying again (the server or its database
+    # unreachable), true when the outcome is done with (recorded or refused).
+    def report_unary(pending)
+      return false unless @stub
+
+      Internal::Outcome.report_once(@stub, @metadata, @worker_id, pending.kind, pending.outcome, pending.deadline)
+    rescue Error => e
+      @logger.warn("outcome of lease #{pending.lease_id} not recorded: #{e.inspect}")
+      true
     end
 
     # --- heartbeats, timeouts, silence ---------------------------------------------------------
@@ -516,7 +612,7 @@ module Tasker
       remaining.each do |lease|
         if lease.state == :queued
           @lock.synchronize { lease.reported = true; release(lease) }
-          send_outcome(lease.lease_id, *Internal::Outcome.failure(lease.lease_id, shutdown_error, 0.0))
+          keep_outcome(lease.lease_id, lease.hard_deadline, *Internal::Outcome.failure(lease.lease_id, shutdown_error, 0.0))
         else
           abandon(lease, shutdown_error)
         end
@@ -525,7 +621,7 @@ module Tasker
       # is re-sent by unary as the session ends.
       flush_deadline = monotonic + FLUSH_TIMEOUT
       @lock.synchronize do
-        @changed.wait(0.05) while !@unacked.empty? && @session && monotonic < flush_deadline
+        @changed.wait(0.05) while !@unacked_outcomes.empty? && monotonic < flush_deadline
         @stopped = true
         @changed.broadcast
       end
@@ -552,6 +648,15 @@ module Tasker
       threads = @lock.synchronize { @background.dup }
       deadline = monotonic + FLUSH_TIMEOUT
       threads.each { |t| t.join([deadline - monotonic, 0].max) }
+      @lock.synchronize do
+        unless @unacked_outcomes.empty?
+          @logger.warn("stopping with #{@unacked_outcomes.size} outcome(s) not acknowledged by the server: " \
+                       "leases #{@unacked_outcomes.keys.join(', ')}")
+        end
+        @unacked_outcomes.clear # ends the delivery threads
+        @changed.broadcast
+      end
+      threads.each { |t| t.kill unless t.join(0.5) } # one may be inside a ReportStepResult call
       @lock.synchronize do
         @running = false
         @changed.broadcast

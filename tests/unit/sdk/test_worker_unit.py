@@ -1,16 +1,18 @@
-"""Worker behaviour against an in-memory session: no network."""
+"""Worker behaviour against an in-memory session (and, for unary reports, a refused port)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import grpc
 import pytest
 
 import tasker
 from tasker import StepContext, StepHandler, Worker
 from tasker._convert import dict_to_struct, seconds_to_duration, struct_to_dict
-from tasker.v1 import resources_pb2, worker_service_pb2
+from tasker.v1 import resources_pb2, worker_service_pb2, worker_service_pb2_grpc
 
 
 class FakeSession:
@@ -28,8 +30,10 @@ class FakeSession:
         return [getattr(m, kind) for m in self.sent if m.WhichOneof("message") == kind]
 
 
-def _assignment(lease_id: str, handler: str, timeout: float = 5.0) -> Any:
-    return worker_service_pb2.Assignment(
+def _assignment(
+    lease_id: str, handler: str, timeout: float = 5.0, deadline_in: float | None = None
+) -> Any:
+    assignment = worker_service_pb2.Assignment(
         lease_id=lease_id,
         context=resources_pb2.ExecutionContext(
             task=resources_pb2.TaskInfo(task_id="1", namespace="ns",
@@ -38,6 +42,28 @@ def _assignment(lease_id: str, handler: str, timeout: float = 5.0) -> Any:
                                         timeout=seconds_to_duration(timeout)),
         ),
     )
+    if deadline_in is not None:
+        assignment.lease_deadline.FromMilliseconds(int((time.time() + deadline_in) * 1000))
+    return assignment
+
+
+def _result_ack(worker: Worker, session: FakeSession, lease_id: str, *, accepted: bool,
+                reason: str = "") -> None:
+    worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+        result_ack=worker_service_pb2.ResultAck(lease_id=lease_id, accepted=accepted,
+                                                reason=reason)))
+
+
+async def _eventually(check: Any, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110 - polling a condition of the worker
+            await asyncio.sleep(0.01)
+
+
+async def _stop_delivery(worker: Worker) -> None:
+    for task in worker._background:
+        task.cancel()
+    await asyncio.gather(*worker._background, return_exceptions=True)
 
 
 def _worker() -> tuple[Worker, FakeSession]:
@@ -123,11 +149,10 @@ async def test_keepalive_is_answered_and_rejections_tolerated() -> None:
     worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
         keepalive=worker_service_pb2.Keepalive(nonce=99)))
     assert session.of_kind("pong")[0].nonce == 99
-    worker._unacked["X"] = ("result", None)
-    worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
-        result_ack=worker_service_pb2.ResultAck(lease_id="X", accepted=False,
-                                                reason="LEASE_STALE")))
-    assert "X" not in worker._unacked
+    await _run(worker, session, _assignment("X", "double"))
+    assert worker.held_leases() == ["X"]
+    _result_ack(worker, session, "X", accepted=False, reason="LEASE_STALE")
+    assert worker.held_leases() == []
 
 
 async def test_capacity_limits_concurrent_handlers() -> None:
@@ -189,3 +214,84 @@ async def test_shutdown_before_run_is_idempotent() -> None:
     worker = Worker("127.0.0.1:9", ["ns"])
     await worker.shutdown(drain_timeout=0)
     await worker.shutdown(drain_timeout=0)
+
+
+# --- unacknowledged outcomes (kept until acknowledged or the lease's hard deadline) ------------
+
+
+async def test_held_leases_name_running_handlers_and_unacknowledged_outcomes() -> None:
+    worker, session = _worker()
+    await _run(worker, session, _assignment("DONE", "double"))
+    worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+        assignment=_assignment("RUNNING", "slow")))
+    assert sorted(worker.held_leases()) == ["DONE", "RUNNING"]
+    _result_ack(worker, session, "DONE", accepted=True)
+    assert worker.held_leases() == ["RUNNING"]
+    worker._leases["RUNNING"].task.cancel()  # type: ignore[union-attr]
+    await _stop_delivery(worker)
+
+
+async def test_unavailable_ack_keeps_the_outcome_and_sends_it_again_after_a_backoff() -> None:
+    worker, session = _worker()
+    await _run(worker, session, _assignment("L", "double"))
+    assert len(session.of_kind("result")) == 1
+    _result_ack(worker, session, "L", accepted=False, reason="UNAVAILABLE")
+    assert worker.held_leases() == ["L"]
+    await asyncio.sleep(0.05)
+    assert len(session.of_kind("result")) == 1  # not at once: after a backoff
+    await _eventually(lambda: len(session.of_kind("result")) == 2)
+    _result_ack(worker, session, "L", accepted=True, reason="DUPLICATE")
+    assert worker.held_leases() == []
+    await asyncio.sleep(0.3)
+    assert len(session.of_kind("result")) == 2
+    await _stop_delivery(worker)
+
+
+async def test_cancellation_keeps_a_pending_outcome_and_lease_stale_drops_it() -> None:
+    worker, session = _worker()
+    await _run(worker, session, _assignment("L", "declined"))
+    worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+        cancellation=worker_service_pb2.Cancellation(lease_id="L", reason="lease_expired")))
+    worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+        cancellation=worker_service_pb2.Cancellation(lease_id="NEVER_HELD", reason="x")))
+    assert worker.held_leases() == ["L"]
+    _result_ack(worker, session, "L", accepted=False, reason="LEASE_STALE")
+    assert worker.held_leases() == []
+    await asyncio.sleep(0.3)
+    assert len(session.of_kind("failure")) == 1
+    await _stop_delivery(worker)
+
+
+async def test_a_broken_stream_hands_the_outcome_to_the_next_stream() -> None:
+    worker, first = _worker()
+    await _run(worker, first, _assignment("L", "double"))
+    first.closed = True
+    worker._session = None
+    worker._unacked_outcomes["L"].nudge.set()  # what the end of the stream does
+    second = FakeSession()
+    await asyncio.sleep(0.05)  # no stream, no server: unary attempts fail meanwhile
+    worker._session = second  # type: ignore[assignment]
+    for pending in worker._unacked_outcomes.values():  # what a welcome does
+        pending.nudge.set()
+    await _eventually(lambda: len(second.of_kind("result")) == 1)
+    assert worker.held_leases() == ["L"]
+    await _stop_delivery(worker)
+
+
+async def test_unary_reports_retry_until_the_lease_deadline_then_give_up() -> None:
+    """No stream and nothing listening: ReportStepResult fails with UNAVAILABLE (a real
+    refused connection): the outcome is kept and retried until its lease's deadline, then
+    dropped."""
+    worker, _ = _worker()
+    worker._session = None
+    channel = grpc.aio.insecure_channel("127.0.0.1:9")
+    worker._stub = worker_service_pb2_grpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
+    try:
+        await _run(worker, FakeSession(), _assignment("L", "double", deadline_in=3.0))
+        await asyncio.sleep(2.0)
+        assert worker.held_leases() == ["L"]
+        await _eventually(lambda: worker.held_leases() == [], timeout=3.0)
+        await asyncio.sleep(0)
+        assert not worker._background
+    finally:
+        await channel.close()

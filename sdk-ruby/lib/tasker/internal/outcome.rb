@@ -17,28 +17,58 @@ module Tasker
         business_logic: :ERROR_CLASS_BUSINESS_LOGIC, permanent: :ERROR_CLASS_PERMANENT
       }.freeze
 
-      # Statuses on which a unary report is retried: UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN.
-      RETRY_CODES = [14, 4, 2].freeze
+      # ReportStepResult statuses after which the outcome is sent again: UNAVAILABLE,
+      # DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, and INTERNAL and UNKNOWN (what servers before
+      # UNAVAILABLE answered while their database was down).
+      RETRY_CODES = [14, 4, 8, 13, 2].freeze
       UNARY_TIMEOUT = 10.0
+      # Backoff between sends of an outcome the server could not record yet.
+      RESEND_BACKOFF = [0.2, 3.0].freeze
+      # How long an outcome is kept when its assignment carries no lease_deadline (older servers).
+      DEFAULT_RETENTION = 300.0
 
       module_function
 
       # Sends an outcome (+kind+ :result or :failure) with WorkerService.ReportStepResult,
-      # retrying with backoff while the server is unreachable; raises Tasker::Error otherwise.
-      def report(stub, metadata, worker_id, kind, outcome)
+      # retrying with backoff while the server (or its database) is unreachable, until the
+      # lease's hard deadline +deadline+ (monotonic seconds). Returns true once recorded, false
+      # when the deadline passed first; raises Tasker::Error when refused for good (LEASE_STALE).
+      def report(stub, metadata, worker_id, kind, outcome, deadline:)
+        backoff = Internal::Backoff.new(*RESEND_BACKOFF)
+        until report_once(stub, metadata, worker_id, kind, outcome, deadline)
+          remaining = deadline - monotonic
+          return false if remaining <= 0
+
+          sleep [backoff.next_delay, remaining].min
+        end
+        true
+      end
+
+      # One ReportStepResult: true when recorded, false when worth trying again; raises
+      # Tasker::Error when refused for good.
+      def report_once(stub, metadata, worker_id, kind, outcome, deadline)
         request = V1::ReportStepResultRequest.new(worker_id: worker_id)
         kind == :result ? request.success = outcome : request.failure = outcome
-        backoff = Internal::Backoff.new(0.2, 5.0)
-        begin
-          stub.report_step_result(request, metadata: metadata, deadline: Time.now + UNARY_TIMEOUT)
-        rescue GRPC::BadStatus => e
-          error = Error.from_grpc(e)
-          if RETRY_CODES.include?(error.code) && backoff.failures < 8
-            sleep backoff.next_delay
-            retry
-          end
-          raise error
-        end
+        timeout = (deadline - monotonic).clamp(0.1, UNARY_TIMEOUT)
+        stub.report_step_result(request, metadata: metadata, deadline: Time.now + timeout)
+        true
+      rescue GRPC::BadStatus => e
+        error = Error.from_grpc(e)
+        raise error unless RETRY_CODES.include?(error.code)
+
+        false
+      end
+
+      # The assignment's hard deadline (lease_deadline) on the monotonic clock.
+      def lease_deadline(assignment)
+        ts = assignment.lease_deadline
+        return monotonic + DEFAULT_RETENTION unless ts
+
+        monotonic + (ts.seconds + (ts.nanos / 1e9) - Time.now.to_f)
+      end
+
+      def monotonic
+        Process.clock_gettime(Process::CLOCK_MONOTONIC)
       end
 
       # Calls the handler in a span joined to the assignment's trace; returns its value.
