@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from tasker_server.domain.access import AuthFileError, Principal, parse_auth_file, token_problem
+
 __all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "load_settings", "render_markdown"]
 
 
@@ -227,8 +229,27 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_str,
         "",
         "File of accepted bearer tokens, one per line (several allow rotation); when set, every "
-        "call but health checks and reflection needs `authorization: Bearer <token>`.",
+        "call but health checks and reflection needs `authorization: Bearer <token>`. Each "
+        "such token is an admin on every namespace (see Authorization).",
     ),
+    # -- authorization (issue 11) --
+    Setting(
+        "auth_file",
+        _parse_str,
+        "",
+        "YAML/JSON file of principals (identity, token or token_sha256, namespaces, roles); when "
+        "set, every call is authorized by role and namespace (see Authorization). Re-read when it "
+        "changes (checked at most once a second) or on SIGHUP; an invalid new version is logged "
+        "and the last good one kept.",
+    ),
+    Setting(
+        "tls_client_ca_file",
+        _parse_str,
+        "",
+        "PEM CA bundle: with TLS, require client certificates signed by it (mTLS); a "
+        "certificate's SAN or CN names its principal in auth_file.",
+    ),
+    # -- end authorization --
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -259,6 +280,8 @@ class Settings:
     tls_cert_file: str
     tls_key_file: str
     auth_tokens_file: str
+    auth_file: str
+    tls_client_ca_file: str
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -318,8 +341,13 @@ def load_settings(
         values["server_id"] = _default_server_id()
     if bool(values.get("tls_cert_file")) != bool(values.get("tls_key_file")):
         raise ConfigError("tls_cert_file and tls_key_file must be set together")
+    if values.get("tls_client_ca_file") and not values.get("tls_cert_file"):
+        raise ConfigError("tls_client_ca_file needs TLS: set tls_cert_file and tls_key_file")
+    # Fail at start, naming the file, not per call.
     if values.get("auth_tokens_file"):
-        read_tokens(values["auth_tokens_file"])  # fail at start, naming the file, not per call
+        read_tokens(values["auth_tokens_file"])
+    if values.get("auth_file"):
+        read_auth_file(values["auth_file"])
     return Settings(**values)
 
 
@@ -332,11 +360,25 @@ def read_tokens(path: str) -> list[str]:
     tokens = [t.strip() for t in lines if t.strip() and not t.strip().startswith("#")]
     if not tokens:
         raise ConfigError(f"auth_tokens_file {path}: holds no token")
-    if any(len(t) < 16 or any(c.isspace() for c in t) for t in tokens):
-        raise ConfigError(
-            f"auth_tokens_file {path}: tokens must be at least 16 characters, without spaces"
-        )
+    for token in tokens:
+        problem = token_problem(token)
+        if problem:
+            raise ConfigError(f"auth_tokens_file {path}: {problem}")
     return tokens
+
+
+def read_auth_file(path: str) -> list[Principal]:
+    """The principals of ``auth_file`` (YAML or JSON; see ``domain/access.py``)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"auth_file {path}: cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"auth_file {path}: invalid YAML: {exc}") from None
+    try:
+        return parse_auth_file(data)
+    except AuthFileError as exc:
+        raise ConfigError(f"auth_file {path}: {exc}") from None
 
 
 def render_markdown() -> str:
