@@ -8,6 +8,8 @@ a self-signed client certificate from no known CA. The server's own certificate 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +26,13 @@ from tasker import (
     UnauthenticatedError,
     UnavailableError,
 )
-from tests.e2e.test_tls import TlsServerProcess, make_self_signed
+from tests.e2e.test_tls import (
+    SDK_NODE,
+    SDK_RUBY,
+    TlsServerProcess,
+    make_self_signed,
+    run_script,
+)
 
 NS = "mtls"
 TOKEN = "mtls-admin-token-0123456789"
@@ -181,3 +189,80 @@ async def test_without_a_certificate_from_the_ca_the_handshake_fails(
     async with Client(mtls_server.address, tls=creds, token=TOKEN) as client:
         with pytest.raises(UnavailableError):
             await client.get_task("424242")
+
+
+# -- the other SDKs pass client certificates through their credentials option ----------------
+
+NODE_SCRIPT = """
+import { createRequire } from "node:module";
+import { readFileSync } from "node:fs";
+
+const [address, rootFile, keyFile, certFile, sdkDir] = process.argv.slice(2);
+const require = createRequire(`${sdkDir}/package.json`);
+const grpc = require("@grpc/grpc-js");
+const sdk = require(`${sdkDir}/dist/index.js`);
+const credentials = grpc.credentials.createSsl(
+  readFileSync(rootFile), readFileSync(keyFile), readFileSync(certFile));
+const client = await sdk.Client.connect(address, { credentials, timeoutMs: 10_000 });
+const out = {};
+try { await client.getTask("424242"); } catch (e) { out.get = e.constructor.name; }
+try { await client.pauseNamespace("mtls", { reason: "no" }); } catch (e) {
+  out.pause = e.constructor.name;
+  out.message = e.message;
+}
+console.log(JSON.stringify(out));
+client.close();
+"""
+
+RUBY_SCRIPT = """
+require "json"
+require "tasker"
+
+address, root_file, key_file, cert_file = ARGV
+credentials = GRPC::Core::ChannelCredentials.new(
+  File.read(root_file), File.read(key_file), File.read(cert_file))
+client = Tasker::Client.new(address, credentials: credentials, timeout: 10)
+out = {}
+begin
+  client.get_task("424242")
+rescue Tasker::Error => e
+  out["get"] = e.class.name.split("::").last
+end
+begin
+  client.pause_namespace("mtls", reason: "no")
+rescue Tasker::Error => e
+  out["pause"] = e.class.name.split("::").last
+  out["message"] = e.message
+end
+puts JSON.generate(out)
+client.close
+"""
+
+
+@pytest.mark.parametrize("language", ["node", "ruby"])
+def test_node_and_ruby_clients_authenticate_with_a_client_certificate(
+    mtls_server: MtlsServer, tmp_path: Path, language: str
+) -> None:
+    if shutil.which(language) is None:
+        pytest.skip(f"{language} is not installed")
+    if language == "node" and not (SDK_NODE / "dist" / "index.js").exists():
+        pytest.fail("sdk-node is not built: run `cd sdk-node && npm run build`")
+    cert, key = mtls_server.certs["reader"]
+    root = tmp_path / "root.crt"
+    root.write_bytes(mtls_server.root_cert)
+    files = [mtls_server.address, str(root), str(key), str(cert)]
+    if language == "node":
+        script = tmp_path / "mtls.mjs"
+        script.write_text(NODE_SCRIPT)
+        args = ["node", str(script), *files, str(SDK_NODE)]
+    else:
+        script = tmp_path / "mtls.rb"
+        script.write_text(RUBY_SCRIPT)
+        args = ["ruby", f"-I{SDK_RUBY / 'lib'}", str(script), *files]
+    out = json.loads(run_script(args, cwd=tmp_path).strip().splitlines()[-1])
+    assert out["get"] == "NotFoundError", out
+    assert out["pause"] == "PermissionDeniedError", out
+    assert (
+        "identity 'reader.mtls' (roles reader) lacks permission namespaces.pause"
+        in (out["message"])
+    )
