@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,34 @@ def test_authenticate_prefers_the_token_then_the_certificate() -> None:
         authenticate(table, (), {})
     with pytest.raises(Unauthenticated, match="'Bearer <token>'"):
         authenticate(table, (("authorization", "Basic x"),), names)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_authorization_table_matches_the_code() -> None:
+    from tasker_server.api.access_rules import RULES
+
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = lines.index("| permission | RPCs | worker | submitter | reader | operator | admin |")
+    roles = [Role(r.strip()) for r in lines[start].strip("|").split("|")[2:]]
+    documented: dict[Permission, tuple[set[str], set[Role]]] = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rpcs = set(re.findall(r"`([A-Z]\w+)`", cells[1]))
+        holders = {role for role, mark in zip(roles, cells[2:], strict=True) if mark}
+        documented[Permission(cells[0].strip("`"))] = (rpcs, holders)
+    for permission in Permission:
+        rpcs, holders = documented[permission]
+        assert holders == {r for r in Role if permission in ROLE_PERMISSIONS[r]}, permission
+        ruled = {m.rsplit("/", 1)[1] for m, rule in RULES.items() if rule.permission == permission}
+        assert rpcs == ruled, permission
+
+
+def test_readme_auth_file_example_is_valid() -> None:
+    text = README.read_text(encoding="utf-8")
+    example = text[text.index("```yaml\nprincipals:") + len("```yaml\n") :]
+    principals = parse_auth_file(yaml.safe_load(example[: example.index("```")]))
+    assert [p.identity for p in principals] == ["ci-billing", "worker.billing.internal", "oncall"]
