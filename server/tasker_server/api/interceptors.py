@@ -119,31 +119,29 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _principal(self, metadata: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         return authenticate(self.credentials.current(), metadata, context.auth_context())
 
-    async def _authorize(self, principal: Principal, method: str, request: Any) -> None:
+    def _rule(self, method: str) -> Rule:
         rule = self.rules.get(method)
-        if rule is None:
+        if rule is None:  # fail closed (the server does not start with such a method)
             raise PermissionDenied(f"{method} has no authorization rule; refused")
+        return rule
+
+    async def _authorize(self, principal: Principal, rule: Rule, request: Any) -> None:
         namespaces = await self.resolver.namespaces(rule.source, request)
         check_permission(principal, rule.permission, namespaces)
         if "actor" in request.DESCRIPTOR.fields_by_name:
             request.actor = principal.identity
 
-    def _checked_requests(
-        self, principal: Principal, method: str, requests: AsyncIterator[Any]
+    @staticmethod
+    async def _checked_requests(
+        principal: Principal, rule: Rule, requests: AsyncIterator[Any]
     ) -> AsyncIterator[Any]:
-        rule = self.rules.get(method)
-
-        async def checked() -> AsyncIterator[Any]:
-            first = True
-            async for message in requests:
-                if first:
-                    first = False
-                    if rule is None:
-                        raise PermissionDenied(f"{method} has no authorization rule; refused")
-                    check_permission(principal, rule.permission, hello_namespaces(message))
-                yield message
-
-        return checked()
+        """``requests``, the first one (the hello) checked before the handler sees it."""
+        first = True
+        async for message in requests:
+            if first:
+                first = False
+                check_permission(principal, rule.permission, hello_namespaces(message))
+            yield message
 
     async def intercept_service(
         self,
@@ -157,29 +155,35 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         metadata = handler_call_details.invocation_metadata
         client_streams = bool(handler.request_streaming)
 
+        async def admit(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            """The request to hand on (client streams: one checking the hello); a refusal ends
+            the call here. The handler's own errors stay with the ErrorInterceptor."""
+            try:
+                principal = self._principal(metadata, context)
+                rule = self._rule(method)
+                if client_streams:
+                    return self._checked_requests(principal, rule, request)
+                await self._authorize(principal, rule, request)
+                return request
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await _abort(context, exc)  # raises AbortError
+                raise
+
         def unary(inner: Handler) -> Handler:
             async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                principal = self._principal(metadata, context)
-                if client_streams:
-                    request = self._checked_requests(principal, method, request)
-                else:
-                    await self._authorize(principal, method, request)
-                return await inner(request, context)
+                return await inner(await admit(request, context), context)
 
-            return _wrap_unary(checked)
+            return checked
 
         def stream(inner: Handler) -> Handler:
             async def checked(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                principal = self._principal(metadata, context)
-                if client_streams:
-                    request = self._checked_requests(principal, method, request)
-                else:
-                    await self._authorize(principal, method, request)
-                async for item in inner(request, context):
+                async for item in inner(await admit(request, context), context):
                     yield item
 
-            return _wrap_stream(checked)
+            return checked
 
         return wrap_handler(handler, unary=unary, stream=stream)
