@@ -252,7 +252,8 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(app.stop()))
-    loop.add_signal_handler(signal.SIGHUP, app.reload_auth)
+    if app.credentials is not None:  # SIGHUP: re-read the auth files now
+        loop.add_signal_handler(signal.SIGHUP, app.reload_auth)
     await app.wait()
     return 0
 

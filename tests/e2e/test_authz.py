@@ -28,7 +28,7 @@ import pytest_asyncio
 import yaml
 from google.protobuf import descriptor_pool, message_factory
 
-from tasker import Client, NotFoundError, PermissionDeniedError, UnauthenticatedError
+from tasker import Client, NotFoundError, PermissionDeniedError, UnauthenticatedError, Worker
 from tasker.v1 import admin_service_pb2 as apb
 from tasker.v1 import event_service_pb2 as epb
 from tasker.v1 import task_service_pb2 as tpb
@@ -313,6 +313,14 @@ async def test_missing_or_unknown_credentials_stay_unauthenticated(probe: Probe)
         async with Client(probe.address, token=secret) as client:
             with pytest.raises(UnauthenticatedError):
                 await client.get_task(probe.task_ids[IN])
+
+
+async def test_a_worker_outside_its_namespaces_stops_with_permission_denied(probe: Probe) -> None:
+    worker = Worker(probe.address, [IN, OUT], capacity=1, token=token("worker"))
+    worker.register("authz_idle", lambda ctx: {})
+    with pytest.raises(PermissionDeniedError) as info:
+        await asyncio.wait_for(worker.run(), 20)
+    assert f"lacks permission steps.work in namespace '{OUT}'" in str(info.value)
 
 
 async def test_admin_actions_record_the_authenticated_identity_as_actor(probe: Probe) -> None:
