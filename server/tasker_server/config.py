@@ -20,7 +20,14 @@ from typing import Any
 
 import yaml
 
-from tasker_server.domain.access import AuthFileError, Principal, parse_auth_file, token_problem
+from tasker_server.domain.access import (
+    AuthFileError,
+    Principal,
+    check_unique,
+    legacy_principals,
+    parse_auth_file,
+    token_problem,
+)
 
 __all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "load_settings", "render_markdown"]
 
@@ -343,11 +350,9 @@ def load_settings(
         raise ConfigError("tls_cert_file and tls_key_file must be set together")
     if values.get("tls_client_ca_file") and not values.get("tls_cert_file"):
         raise ConfigError("tls_client_ca_file needs TLS: set tls_cert_file and tls_key_file")
-    # Fail at start, naming the file, not per call.
-    if values.get("auth_tokens_file"):
-        read_tokens(values["auth_tokens_file"])
-    if values.get("auth_file"):
-        read_auth_file(values["auth_file"])
+    if values.get("auth_file") or values.get("auth_tokens_file"):
+        # Fail at start, naming the file, not per call.
+        read_principals(values["auth_file"], values["auth_tokens_file"])
     return Settings(**values)
 
 
@@ -379,6 +384,19 @@ def read_auth_file(path: str) -> list[Principal]:
         return parse_auth_file(data)
     except AuthFileError as exc:
         raise ConfigError(f"auth_file {path}: {exc}") from None
+
+
+def read_principals(auth_file: str, tokens_file: str) -> list[Principal]:
+    """The whole auth configuration: ``auth_file``'s principals, then one admin on every
+    namespace per token of ``auth_tokens_file`` (either file may be empty)."""
+    principals = read_auth_file(auth_file) if auth_file else []
+    if tokens_file:
+        principals += legacy_principals(read_tokens(tokens_file))
+    try:
+        check_unique(principals)
+    except AuthFileError as exc:
+        raise ConfigError(f"auth_file and auth_tokens_file together: {exc}") from None
+    return principals
 
 
 def render_markdown() -> str:

@@ -205,3 +205,12 @@ def test_readme_auth_file_example_is_valid() -> None:
     example = text[text.index("```yaml\nprincipals:") + len("```yaml\n") :]
     principals = parse_auth_file(yaml.safe_load(example[: example.index("```")]))
     assert [p.identity for p in principals] == ["ci-billing", "worker.billing.internal", "oncall"]
+
+
+def test_a_token_in_both_files_stops_the_server_at_start(tmp_path: Path) -> None:
+    auth, tokens = tmp_path / "auth.yaml", tmp_path / "tokens"
+    auth.write_text(yaml.safe_dump({"principals": [entry()]}))
+    tokens.write_text(f"{TOKEN}\n")
+    env = {"TASKER_AUTH_FILE": str(auth), "TASKER_AUTH_TOKENS_FILE": str(tokens)}
+    with pytest.raises(ConfigError, match="the same token is given to"):
+        load_settings(environ=env)

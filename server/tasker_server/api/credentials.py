@@ -9,14 +9,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tasker_server.config import ConfigError, read_auth_file, read_tokens
-from tasker_server.domain.access import (
-    AuthFileError,
-    AuthTable,
-    Principal,
-    check_unique,
-    legacy_principals,
-)
+from tasker_server.config import ConfigError, read_principals
+from tasker_server.domain.access import AuthTable, Principal
 from tasker_server.domain.errors import Unauthenticated
 
 __all__ = ["CHECK_INTERVAL_SECONDS", "CredentialSource", "authenticate", "certificate_names"]
@@ -25,19 +19,6 @@ log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_SECONDS = 1.0
 Signature = tuple[tuple[int, int] | None, ...]
-
-
-def _load(auth_file: str, tokens_file: str) -> AuthTable:
-    principals: list[Principal] = []
-    if auth_file:
-        principals += read_auth_file(auth_file)
-    if tokens_file:
-        principals += legacy_principals(read_tokens(tokens_file))
-    try:
-        check_unique(principals)
-    except AuthFileError as exc:
-        raise ConfigError(f"auth_file and auth_tokens_file together: {exc}") from None
-    return AuthTable(principals)
 
 
 class CredentialSource:
@@ -54,7 +35,7 @@ class CredentialSource:
         self.files = (auth_file, tokens_file)
         self._clock = clock
         self._signature = self._stat()
-        self._table = _load(*self.files)  # a bad file at start stops the server
+        self._table = AuthTable(read_principals(*self.files))  # bad at start: ConfigError
         self._checked = clock()
 
     def _stat(self) -> Signature:
@@ -80,7 +61,7 @@ class CredentialSource:
     def reload(self) -> bool:
         """Re-reads the files; False (and the last good version kept) when they do not load."""
         try:
-            table = _load(*self.files)
+            table = AuthTable(read_principals(*self.files))
         except ConfigError as exc:
             log.error("auth configuration not reloaded, keeping the last good version: %s", exc)
             return False
