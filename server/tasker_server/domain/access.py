@@ -38,6 +38,7 @@ __all__ = [
     "Principal",
     "Role",
     "check_permission",
+    "check_unique",
     "legacy_principals",
     "parse_auth_file",
     "token_problem",
@@ -158,13 +159,14 @@ def check_permission(
         if principal.covers(namespace):
             continue
         where = (
-            "in every namespace" if namespace == ALL_NAMESPACES else f"in namespace {namespace!r}"
+            "in every namespace ('*')"
+            if namespace == ALL_NAMESPACES
+            else f"in namespace {namespace!r}"
         )
-        hint = " (name a namespace to narrow the call)" if namespace == ALL_NAMESPACES else ""
         own = ", ".join(sorted(principal.namespaces))
         raise PermissionDenied(
             f"{principal.describe()} lacks permission {permission} {where}: it is limited to "
-            f"namespaces {own}{hint}",
+            f"namespaces {own}",
             metadata={**metadata, "namespace": namespace},
         )
 
