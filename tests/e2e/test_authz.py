@@ -323,7 +323,9 @@ async def test_a_worker_outside_its_namespaces_stops_with_permission_denied(prob
     assert f"lacks permission steps.work in namespace '{OUT}'" in str(info.value)
 
 
-async def test_admin_actions_record_the_authenticated_identity_as_actor(probe: Probe) -> None:
+async def test_admin_actions_and_cancellations_record_the_authenticated_identity(
+    probe: Probe,
+) -> None:
     async with Client(probe.address, token=ROOT_TOKEN) as root:
         task = await root.create_task(IN, "authz_probe", {})
     async with Client(probe.address, token=token("operator")) as operator:
@@ -332,6 +334,12 @@ async def test_admin_actions_record_the_authenticated_identity_as_actor(probe: P
         detail = await operator.get_task(task.task_id)
     by_hand = [t for t in detail.proto.transitions if t.reason == "closed by hand"]
     assert by_hand and {t.actor for t in by_hand} == {"operator-in"}
+    async with Client(probe.address, token=token("submitter")) as submitter:
+        task = await submitter.create_task(IN, "authz_probe", {})
+        await submitter.cancel_task(task.task_id, actor="someone-else", reason="not needed")
+        detail = await submitter.get_task(task.task_id)
+    cancelled = [t for t in detail.proto.transitions if t.reason == "not needed"]
+    assert cancelled and {t.actor for t in cancelled} == {"submitter-in"}
 
 
 # -- rotation without restart ---------------------------------------------------------------
