@@ -42,6 +42,7 @@ export {
   ManualInterventionError,
   NotFoundError,
   PermanentError,
+  PermissionDeniedError,
   ResourceExhaustedError,
   RetryableError,
   TaskerError,

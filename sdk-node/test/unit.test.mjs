@@ -78,6 +78,7 @@ test("fromRpcError maps codes to the error tree and decodes ErrorInfo, BadReques
     [grpc.status.UNAVAILABLE, sdk.UnavailableError],
     [grpc.status.INTERNAL, sdk.InternalError],
     [grpc.status.UNAUTHENTICATED, sdk.UnauthenticatedError],
+    [grpc.status.PERMISSION_DENIED, sdk.PermissionDeniedError],
   ];
   for (const [code, Cls] of cases) {
     const e = sdk.fromRpcError(serviceError(code, "plain details"));
@@ -85,9 +86,9 @@ test("fromRpcError maps codes to the error tree and decodes ErrorInfo, BadReques
     assert.equal(e.message, "plain details");
     assert.equal(e.reason, "");
   }
-  const other = sdk.fromRpcError(serviceError(grpc.status.PERMISSION_DENIED, "nope"));
+  const other = sdk.fromRpcError(serviceError(grpc.status.DEADLINE_EXCEEDED, "nope"));
   assert.equal(other.constructor, sdk.TaskerError);
-  assert.equal(other.code, grpc.status.PERMISSION_DENIED);
+  assert.equal(other.code, grpc.status.DEADLINE_EXCEEDED);
   // A garbled trailer does not hide the status.
   const garbled = sdk.fromRpcError(serviceError(grpc.status.NOT_FOUND, "gone", new Uint8Array([0xff, 0xff, 0xff])));
   assert.ok(garbled instanceof sdk.NotFoundError);
@@ -236,7 +237,7 @@ test("the public API is exactly this list", () => {
   const expected = [
     "AbortedError", "AlreadyExistsError", "BusinessLogicError", "Client", "DEFAULT_ACTOR",
     "FailedPreconditionError", "HandlerError", "InternalError", "InvalidArgumentError",
-    "ManualInterventionError", "NotFoundError", "PermanentError", "ResourceExhaustedError",
+    "ManualInterventionError", "NotFoundError", "PermanentError", "PermissionDeniedError", "ResourceExhaustedError",
     "RetryableError", "SDK_VERSION", "SequenceInfo", "TASK_STATES", "TERMINAL_EVENTS",
     "TERMINAL_TASK_STATES", "TaskEventBridge", "TaskerError", "UnauthenticatedError",
     "UnavailableError", "Worker",

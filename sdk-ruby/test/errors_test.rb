@@ -27,7 +27,8 @@ class ErrorsTest < Minitest::Test
   def test_every_mapped_code_and_the_fallback
     { 5 => Tasker::NotFoundError, 6 => Tasker::AlreadyExistsError, 9 => Tasker::FailedPreconditionError,
       8 => Tasker::ResourceExhaustedError, 10 => Tasker::AbortedError, 14 => Tasker::UnavailableError,
-      13 => Tasker::InternalError, 16 => Tasker::UnauthenticatedError, 7 => Tasker::Error }.each do |code, klass|
+      13 => Tasker::InternalError, 16 => Tasker::UnauthenticatedError, 7 => Tasker::PermissionDeniedError,
+      4 => Tasker::Error }.each do |code, klass|
       error = Tasker::Error.from_grpc(GRPC::BadStatus.new_status_exception(code, "m"))
       assert_instance_of klass, error
       assert_equal code, error.code

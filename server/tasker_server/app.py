@@ -31,14 +31,16 @@ from tasker.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
+from tasker_server.api.access_rules import NamespaceResolver, missing_rules
 from tasker_server.api.admin_service import AdminService
+from tasker_server.api.credentials import CredentialSource
 from tasker_server.api.event_service import EventService
 from tasker_server.api.interceptors import AuthInterceptor, ErrorInterceptor
 from tasker_server.api.task_service import TaskService
 from tasker_server.api.template_service import TemplateService
 from tasker_server.api.worker_service import WorkerService
-from tasker_server.config import Settings, read_tokens
-from tasker_server.domain.errors import TaskerError
+from tasker_server.config import Settings
+from tasker_server.domain.errors import FailedPrecondition, TaskerError
 from tasker_server.engine.commands import Commands
 from tasker_server.engine.engine import Engine
 from tasker_server.logs import configure_logging
@@ -64,6 +66,11 @@ HEALTH_INTERVAL_SECONDS = 2.0
 def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
     key = Path(settings.tls_key_file).read_bytes()
     cert = Path(settings.tls_cert_file).read_bytes()
+    if settings.tls_client_ca_file:  # mTLS: only clients with a certificate from this CA
+        ca = Path(settings.tls_client_ca_file).read_bytes()
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=True
+        )
     return grpc.ssl_server_credentials([(key, cert)])
 
 
@@ -85,6 +92,10 @@ class App:
         self._health_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
+        # Authorization (issue 11): on when an auth file or a tokens file is configured.
+        self.credentials: CredentialSource | None = None
+        if settings.auth_file or settings.auth_tokens_file:
+            self.credentials = CredentialSource(settings.auth_file, settings.auth_tokens_file)
         # -- observability (issue 5) --
         self.metrics: Metrics | None = None
         if settings.metrics_listen:
@@ -104,7 +115,11 @@ class App:
             await upgrade(self.db)
         await self.engine.start()
         await self._load_templates()
-        auth = [AuthInterceptor(read_tokens(s.auth_tokens_file))] if s.auth_tokens_file else []
+        auth: list[grpc.aio.ServerInterceptor] = []
+        if self.credentials is not None:
+            if missing_rules():  # fail closed at start rather than refuse these calls later
+                raise FailedPrecondition(f"RPCs without an authorization rule: {missing_rules()}")
+            auth = [AuthInterceptor(self.credentials, NamespaceResolver(self.db))]
         self.server = grpc.aio.server(
             # OpenTelemetry outermost, then (optional) authentication, then the task context of
             # logs/spans, then error mapping.
@@ -198,6 +213,11 @@ class App:
             with contextlib.suppress(Exception):
                 await self._check_health()
 
+    def reload_auth(self) -> None:
+        """Re-reads the auth files now (SIGHUP); a bad version is logged and the last kept."""
+        if self.credentials is not None:
+            self.credentials.reload()
+
     async def stop(self, grace: float | None = None) -> None:
         if self._stopping:
             await self._stopped.wait()
@@ -232,6 +252,8 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(app.stop()))
+    if app.credentials is not None:  # SIGHUP: re-read the auth files now
+        loop.add_signal_handler(signal.SIGHUP, app.reload_auth)
     await app.wait()
     return 0
 

@@ -20,6 +20,15 @@ from typing import Any
 
 import yaml
 
+from tasker_server.domain.access import (
+    AuthFileError,
+    Principal,
+    check_unique,
+    legacy_principals,
+    parse_auth_file,
+    token_problem,
+)
+
 __all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "load_settings", "render_markdown"]
 
 
@@ -234,8 +243,27 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_str,
         "",
         "File of accepted bearer tokens, one per line (several allow rotation); when set, every "
-        "call but health checks and reflection needs `authorization: Bearer <token>`.",
+        "call but health checks and reflection needs `authorization: Bearer <token>`. Each "
+        "such token is an admin on every namespace (see Authorization).",
     ),
+    # -- authorization (issue 11) --
+    Setting(
+        "auth_file",
+        _parse_str,
+        "",
+        "YAML/JSON file of principals (identity, token or token_sha256, namespaces, roles); when "
+        "set, every call is authorized by role and namespace (see Authorization). Re-read when it "
+        "changes (checked at most once a second) or on SIGHUP; an invalid new version is logged "
+        "and the last good one kept.",
+    ),
+    Setting(
+        "tls_client_ca_file",
+        _parse_str,
+        "",
+        "PEM CA bundle: with TLS, require client certificates signed by it (mTLS); a "
+        "certificate's SAN or CN names its principal in auth_file.",
+    ),
+    # -- end authorization --
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -267,6 +295,8 @@ class Settings:
     tls_cert_file: str
     tls_key_file: str
     auth_tokens_file: str
+    auth_file: str
+    tls_client_ca_file: str
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -326,8 +356,11 @@ def load_settings(
         values["server_id"] = _default_server_id()
     if bool(values.get("tls_cert_file")) != bool(values.get("tls_key_file")):
         raise ConfigError("tls_cert_file and tls_key_file must be set together")
-    if values.get("auth_tokens_file"):
-        read_tokens(values["auth_tokens_file"])  # fail at start, naming the file, not per call
+    if values.get("tls_client_ca_file") and not values.get("tls_cert_file"):
+        raise ConfigError("tls_client_ca_file needs TLS: set tls_cert_file and tls_key_file")
+    if values.get("auth_file") or values.get("auth_tokens_file"):
+        # Fail at start, naming the file, not per call.
+        read_principals(values["auth_file"], values["auth_tokens_file"])
     return Settings(**values)
 
 
@@ -340,11 +373,38 @@ def read_tokens(path: str) -> list[str]:
     tokens = [t.strip() for t in lines if t.strip() and not t.strip().startswith("#")]
     if not tokens:
         raise ConfigError(f"auth_tokens_file {path}: holds no token")
-    if any(len(t) < 16 or any(c.isspace() for c in t) for t in tokens):
-        raise ConfigError(
-            f"auth_tokens_file {path}: tokens must be at least 16 characters, without spaces"
-        )
+    for token in tokens:
+        problem = token_problem(token)
+        if problem:
+            raise ConfigError(f"auth_tokens_file {path}: {problem}")
     return tokens
+
+
+def read_auth_file(path: str) -> list[Principal]:
+    """The principals of ``auth_file`` (YAML or JSON; see ``domain/access.py``)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"auth_file {path}: cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"auth_file {path}: invalid YAML: {exc}") from None
+    try:
+        return parse_auth_file(data)
+    except AuthFileError as exc:
+        raise ConfigError(f"auth_file {path}: {exc}") from None
+
+
+def read_principals(auth_file: str, tokens_file: str) -> list[Principal]:
+    """The whole auth configuration: ``auth_file``'s principals, then one admin on every
+    namespace per token of ``auth_tokens_file`` (either file may be empty)."""
+    principals = read_auth_file(auth_file) if auth_file else []
+    if tokens_file:
+        principals += legacy_principals(read_tokens(tokens_file))
+    try:
+        check_unique(principals)
+    except AuthFileError as exc:
+        raise ConfigError(f"auth_file and auth_tokens_file together: {exc}") from None
+    return principals
 
 
 def render_markdown() -> str:

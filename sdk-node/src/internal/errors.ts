@@ -11,6 +11,8 @@
  *     ├── AbortedError                 ABORTED
  *     ├── UnavailableError             UNAVAILABLE (server down or restarting)
  *     ├── InternalError                INTERNAL
+ *     ├── UnauthenticatedError         UNAUTHENTICATED (no or unknown token or client certificate)
+ *     ├── PermissionDeniedError        PERMISSION_DENIED (the identity lacks a permission there)
  *     │   (any other status code is a plain TaskerError carrying its `code`)
  *     └── HandlerError                 thrown *by step handlers* to classify a failure
  *         ├── RetryableError           DELAYED (or TRANSIENT with `immediate: true`)
@@ -89,8 +91,11 @@ export class AbortedError extends TaskerError {}
 export class UnavailableError extends TaskerError {}
 /** The server failed unexpectedly; its log has the details. */
 export class InternalError extends TaskerError {}
-/** No bearer token, or one the server does not accept (server's auth_tokens_file). */
+/** No bearer token or client certificate, or one the server does not accept. */
 export class UnauthenticatedError extends TaskerError {}
+/** The caller's identity lacks the permission the call needs in its namespace (the message
+ * names both; metadata: identity, permission, namespace). */
+export class PermissionDeniedError extends TaskerError {}
 
 const ERROR_BY_CODE: Record<number, new (m: string, o: TaskerErrorOptions) => TaskerError> = {
   [GrpcStatus.INVALID_ARGUMENT]: InvalidArgumentError,
@@ -102,6 +107,7 @@ const ERROR_BY_CODE: Record<number, new (m: string, o: TaskerErrorOptions) => Ta
   [GrpcStatus.UNAVAILABLE]: UnavailableError,
   [GrpcStatus.INTERNAL]: InternalError,
   [GrpcStatus.UNAUTHENTICATED]: UnauthenticatedError,
+  [GrpcStatus.PERMISSION_DENIED]: PermissionDeniedError,
 };
 
 const STATUS_DETAILS_KEY = "grpc-status-details-bin";

@@ -11,7 +11,8 @@
     ├── AbortedError                 ABORTED
     ├── UnavailableError             UNAVAILABLE (server down or restarting)
     ├── InternalError                INTERNAL
-    ├── UnauthenticatedError         UNAUTHENTICATED (no or unknown bearer token)
+    ├── UnauthenticatedError         UNAUTHENTICATED (no or unknown token or client certificate)
+    ├── PermissionDeniedError        PERMISSION_DENIED (the identity lacks a permission there)
     │   (any other status code is a plain TaskerError carrying its ``code``)
     └── HandlerError                 raised *by step handlers* to classify a failure
         ├── RetryableError           DELAYED (or TRANSIENT with ``immediate=True``)
@@ -52,6 +53,7 @@ __all__ = [
     "ManualInterventionError",
     "NotFoundError",
     "PermanentError",
+    "PermissionDeniedError",
     "ResourceExhaustedError",
     "RetryableError",
     "TaskerError",
@@ -149,7 +151,12 @@ class InternalError(TaskerError):
 
 
 class UnauthenticatedError(TaskerError):
-    """No bearer token, or one the server does not accept (its ``auth_tokens_file``)."""
+    """No bearer token or client certificate, or one the server does not accept."""
+
+
+class PermissionDeniedError(TaskerError):
+    """The caller's identity lacks the permission the call needs in its namespace; the
+    message names both (``metadata``: ``identity``, ``permission``, ``namespace``)."""
 
 
 _ERROR_BY_CODE: dict[grpc.StatusCode, type[TaskerError]] = {
@@ -162,6 +169,7 @@ _ERROR_BY_CODE: dict[grpc.StatusCode, type[TaskerError]] = {
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.INTERNAL: InternalError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 

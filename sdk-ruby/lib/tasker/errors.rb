@@ -16,7 +16,8 @@ module Tasker
   #   ├── AbortedError                   ABORTED
   #   ├── UnavailableError               UNAVAILABLE (server down or restarting)
   #   ├── InternalError                  INTERNAL
-  #   ├── UnauthenticatedError           UNAUTHENTICATED (no or unknown bearer token)
+  #   ├── UnauthenticatedError           UNAUTHENTICATED (no or unknown token or client certificate)
+  #   ├── PermissionDeniedError          PERMISSION_DENIED (the identity lacks a permission there)
   #   │   (any other status code is a plain Tasker::Error carrying its +code+)
   #   └── HandlerError                   raised *by step handlers* to classify a failure
   #       ├── RetryableError             DELAYED (or TRANSIENT with immediate: true)
@@ -105,12 +106,16 @@ module Tasker
   class UnavailableError < Error; end
   class InternalError < Error; end
   class UnauthenticatedError < Error; end
+  # The caller's identity lacks the permission the call needs in its namespace (the message
+  # names both; metadata: identity, permission, namespace).
+  class PermissionDeniedError < Error; end
 
   class Error
     BY_CODE = {
       3 => InvalidArgumentError, 5 => NotFoundError, 6 => AlreadyExistsError,
       9 => FailedPreconditionError, 8 => ResourceExhaustedError, 10 => AbortedError,
-      14 => UnavailableError, 13 => InternalError, 16 => UnauthenticatedError
+      14 => UnavailableError, 13 => InternalError, 16 => UnauthenticatedError,
+      7 => PermissionDeniedError
     }.freeze
   end
 

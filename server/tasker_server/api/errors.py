@@ -32,6 +32,7 @@ STATUS_BY_ERROR: tuple[tuple[type[domain.TaskerError], grpc.StatusCode], ...] = 
     (domain.Aborted, grpc.StatusCode.ABORTED),
     (domain.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (domain.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (domain.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (domain.Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 

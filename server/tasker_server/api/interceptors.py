@@ -1,17 +1,19 @@
 """Server interceptors: every handler's errors go through ``errors.status_for`` exactly once;
-optional bearer-token authentication in front of every service."""
+optional authentication and authorization (``access_rules``) in front of every service."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
 
+from tasker_server.api.access_rules import RULES, NamespaceResolver, Rule, hello_namespaces
+from tasker_server.api.credentials import CredentialSource, authenticate
 from tasker_server.api.errors import status_for
-from tasker_server.domain.errors import Unauthenticated
+from tasker_server.domain.access import Principal, check_permission
+from tasker_server.domain.errors import PermissionDenied
 
 __all__ = ["AuthInterceptor", "ErrorInterceptor", "wrap_handler"]
 
@@ -53,6 +55,7 @@ def _wrap_stream(
 
 
 Wrapper = Callable[[Any], Any]
+Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
 
 
 def wrap_handler(
@@ -98,23 +101,47 @@ _OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Requires ``authorization: Bearer <token>`` with one of ``tokens`` on every call except
-    health checks and reflection; others end UNAUTHENTICATED before their handler runs."""
+    """Authenticates every call but health checks and reflection (bearer token, else client
+    certificate) and authorizes it by its rule in ``access_rules.RULES``, before its handler
+    runs: UNAUTHENTICATED / PERMISSION_DENIED through the same status map as handlers' errors.
+    A request's ``actor`` field is then replaced by the authenticated identity (audit)."""
 
-    def __init__(self, tokens: list[str]) -> None:
-        self._tokens = [t.encode() for t in tokens]
+    def __init__(
+        self,
+        credentials: CredentialSource,
+        resolver: NamespaceResolver,
+        rules: Mapping[str, Rule] = RULES,
+    ) -> None:
+        self.credentials = credentials
+        self.resolver = resolver
+        self.rules = rules
 
-    def _problem(self, metadata: Any) -> str | None:
-        values = [v for k, v in metadata or () if k == "authorization"]
-        if not values:
-            return "this server requires a bearer token: send 'authorization: Bearer <token>'"
-        scheme, _, token = str(values[0]).partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return "the authorization metadata must be 'Bearer <token>'"
-        given = token.strip().encode()
-        # Every token is compared, in constant time each, so timing says nothing about them.
-        accepted = [hmac.compare_digest(given, t) for t in self._tokens]
-        return None if any(accepted) else "the bearer token is not accepted by this server"
+    def _principal(self, metadata: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+        return authenticate(self.credentials.current(), metadata, context.auth_context())
+
+    def _rule(self, method: str) -> Rule:
+        rule = self.rules.get(method)
+        if rule is None:  # fail closed (the server does not start with such a method)
+            raise PermissionDenied(f"{method} has no authorization rule; refused")
+        return rule
+
+    async def _authorize(self, principal: Principal, rule: Rule, request: Any) -> None:
+        namespaces = await self.resolver.namespaces(rule.source, request)
+        check_permission(principal, rule.permission, namespaces)
+        if "actor" in request.DESCRIPTOR.fields_by_name:
+            request.actor = principal.identity
+
+    @staticmethod
+    async def _checked_requests(
+        principal: Principal, rule: Rule, requests: AsyncIterator[Any]
+    ) -> AsyncIterator[Any]:
+        """``requests``, the first one (the hello) checked before the handler sees it."""
+        first = True
+        async for message in requests:
+            if first:
+                first = False
+                check_permission(principal, rule.permission, hello_namespaces(message))
+            yield message
 
     async def intercept_service(
         self,
@@ -122,25 +149,41 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(_OPEN_METHODS):
+        method = handler_call_details.method
+        if handler is None or method.startswith(_OPEN_METHODS):
             return handler
-        problem = self._problem(handler_call_details.invocation_metadata)
-        if problem is None:
-            return handler
-        error = Unauthenticated(problem)
+        metadata = handler_call_details.invocation_metadata
+        client_streams = bool(handler.request_streaming)
 
-        # The refusal goes through the same wrappers as every handler's errors (one status map).
-        async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            raise error
+        async def admit(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            """The request to hand on (client streams: one checking the hello); a refusal ends
+            the call here. The handler's own errors stay with the ErrorInterceptor."""
+            try:
+                principal = self._principal(metadata, context)
+                rule = self._rule(method)
+                if client_streams:
+                    return self._checked_requests(principal, rule, request)
+                await self._authorize(principal, rule, request)
+                return request
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await _abort(context, exc)  # raises AbortError
+                raise
 
-        async def refuse_stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            raise error
-            yield  # pragma: no cover - makes this an async generator
+        def unary(inner: Handler) -> Handler:
+            async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                return await inner(await admit(request, context), context)
 
-        return wrap_handler(
-            handler,
-            unary=lambda _: _wrap_unary(refuse),
-            stream=lambda _: _wrap_stream(refuse_stream),
-        )
+            return checked
+
+        def stream(inner: Handler) -> Handler:
+            async def checked(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                async for item in inner(await admit(request, context), context):
+                    yield item
+
+            return checked
+
+        return wrap_handler(handler, unary=unary, stream=stream)

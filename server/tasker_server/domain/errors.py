@@ -10,7 +10,8 @@ The tree::
      ├── ResourceExhausted           quota / capacity reached             -> RESOURCE_EXHAUSTED
      ├── Aborted                     lost a compare-and-set race          -> ABORTED
      ├── OutOfRange                  past what is kept (pruned events)    -> OUT_OF_RANGE
-     ├── Unauthenticated             no or unknown bearer token           -> UNAUTHENTICATED
+     ├── Unauthenticated             no or unknown credentials            -> UNAUTHENTICATED
+     ├── PermissionDenied            identity lacks a permission          -> PERMISSION_DENIED
      └── Unavailable                 dependency (database, ...) is down   -> UNAVAILABLE
 
 Each error carries a ``reason`` (UPPER_SNAKE, defaults to the class's generic reason, callers may
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "OutOfRange",
+    "PermissionDenied",
     "ResourceExhausted",
     "TaskerError",
     "Unauthenticated",
@@ -176,9 +178,16 @@ class OutOfRange(TaskerError):
 
 
 class Unauthenticated(TaskerError):
-    """The call carries no bearer token, or one the server does not accept."""
+    """The call carries no credentials (bearer token or client certificate), or ones the server
+    does not accept."""
 
     default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(TaskerError):
+    """An authenticated identity lacks the permission a call needs in its namespace."""
+
+    default_reason = "PERMISSION_DENIED"
 
 
 class Unavailable(TaskerError):

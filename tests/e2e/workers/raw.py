@@ -86,8 +86,9 @@ class RawWorker:
         capacity: int = 1,
         *,
         hands_off_leases: bool = False,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> wpb.Welcome:
-        self.call = self.stub.Connect(self._requests())
+        self.call = self.stub.Connect(self._requests(), metadata=metadata)
         self.send(
             hello=wpb.WorkerHello(
                 worker_id=worker_id,

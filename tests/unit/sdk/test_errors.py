@@ -18,6 +18,7 @@ from tasker import (
     InternalError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
     ResourceExhaustedError,
     TaskerError,
     UnauthenticatedError,
@@ -72,6 +73,7 @@ def _status_trailer(code: grpc.StatusCode, message: str, *details: Any) -> tuple
         (grpc.StatusCode.UNAVAILABLE, UnavailableError),
         (grpc.StatusCode.INTERNAL, InternalError),
         (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
+        (grpc.StatusCode.PERMISSION_DENIED, PermissionDeniedError),
     ],
 )
 def test_status_codes_map_to_subclasses(code: grpc.StatusCode, cls: type[TaskerError]) -> None:
@@ -87,7 +89,7 @@ def test_status_codes_map_to_subclasses(code: grpc.StatusCode, cls: type[TaskerE
 
 @pytest.mark.parametrize(
     "code",
-    [grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN],
+    [grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN],
 )
 def test_other_codes_are_the_root_class(code: grpc.StatusCode) -> None:
     err = from_rpc_error(FakeRpcError(code, "nope"))

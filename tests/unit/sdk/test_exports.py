@@ -22,6 +22,7 @@ EXPECTED = {
     "Namespace",
     "NotFoundError",
     "PermanentError",
+    "PermissionDeniedError",
     "ResourceExhaustedError",
     "RetryableError",
     "SequenceInfo",

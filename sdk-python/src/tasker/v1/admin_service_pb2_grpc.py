@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class AdminServiceStub:
     """Operator actions. Every mutating call carries an actor and a reason, which
-    are recorded in the transition log and on the emitted event.
+    are recorded in the transition log and on the emitted event (the actor is
+    the authenticated identity when the server authenticates callers).
 
     Manual completion versus manual resolution:
     - CompleteStepManually: the step's work was done (e.g. by hand, outside
@@ -38,6 +39,19 @@ class AdminServiceStub:
     becomes RESOLVED_MANUALLY, counts as neither success nor failure, and the
     optional result is what dependents receive.
     In both cases dependents proceed.
+
+    Authorization (when the server authenticates callers; README,
+    "Authorization"): every call needs one permission in the namespace it
+    touches: RetryStep steps.retry, ResolveStepManually steps.resolve,
+    CompleteStepManually steps.complete, ResolveTaskManually tasks.resolve (the
+    task's namespace); ListWorkers workers.read (the filter; none: every
+    namespace); PauseNamespace and ResumeNamespace namespaces.pause,
+    UpdateNamespace namespaces.write; GetCircuitBreakers breakers.read,
+    ResetCircuitBreaker breakers.reset and ListNamespaces namespaces.read span
+    every namespace ("*"). Errors on every call: UNAUTHENTICATED (no or unknown
+    bearer token or client certificate); PERMISSION_DENIED (ErrorInfo reason
+    PERMISSION_DENIED, metadata identity, permission and namespace; the message
+    names the missing permission and namespace).
     """
 
     def __init__(self, channel):
@@ -105,7 +119,8 @@ class AdminServiceStub:
 
 class AdminServiceServicer:
     """Operator actions. Every mutating call carries an actor and a reason, which
-    are recorded in the transition log and on the emitted event.
+    are recorded in the transition log and on the emitted event (the actor is
+    the authenticated identity when the server authenticates callers).
 
     Manual completion versus manual resolution:
     - CompleteStepManually: the step's work was done (e.g. by hand, outside
@@ -116,6 +131,19 @@ class AdminServiceServicer:
     becomes RESOLVED_MANUALLY, counts as neither success nor failure, and the
     optional result is what dependents receive.
     In both cases dependents proceed.
+
+    Authorization (when the server authenticates callers; README,
+    "Authorization"): every call needs one permission in the namespace it
+    touches: RetryStep steps.retry, ResolveStepManually steps.resolve,
+    CompleteStepManually steps.complete, ResolveTaskManually tasks.resolve (the
+    task's namespace); ListWorkers workers.read (the filter; none: every
+    namespace); PauseNamespace and ResumeNamespace namespaces.pause,
+    UpdateNamespace namespaces.write; GetCircuitBreakers breakers.read,
+    ResetCircuitBreaker breakers.reset and ListNamespaces namespaces.read span
+    every namespace ("*"). Errors on every call: UNAUTHENTICATED (no or unknown
+    bearer token or client certificate); PERMISSION_DENIED (ErrorInfo reason
+    PERMISSION_DENIED, metadata identity, permission and namespace; the message
+    names the missing permission and namespace).
     """
 
     def RetryStep(self, request, context):
@@ -279,7 +307,8 @@ def add_AdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
     """Operator actions. Every mutating call carries an actor and a reason, which
-    are recorded in the transition log and on the emitted event.
+    are recorded in the transition log and on the emitted event (the actor is
+    the authenticated identity when the server authenticates callers).
 
     Manual completion versus manual resolution:
     - CompleteStepManually: the step's work was done (e.g. by hand, outside
@@ -290,6 +319,19 @@ class AdminService:
     becomes RESOLVED_MANUALLY, counts as neither success nor failure, and the
     optional result is what dependents receive.
     In both cases dependents proceed.
+
+    Authorization (when the server authenticates callers; README,
+    "Authorization"): every call needs one permission in the namespace it
+    touches: RetryStep steps.retry, ResolveStepManually steps.resolve,
+    CompleteStepManually steps.complete, ResolveTaskManually tasks.resolve (the
+    task's namespace); ListWorkers workers.read (the filter; none: every
+    namespace); PauseNamespace and ResumeNamespace namespaces.pause,
+    UpdateNamespace namespaces.write; GetCircuitBreakers breakers.read,
+    ResetCircuitBreaker breakers.reset and ListNamespaces namespaces.read span
+    every namespace ("*"). Errors on every call: UNAUTHENTICATED (no or unknown
+    bearer token or client certificate); PERMISSION_DENIED (ErrorInfo reason
+    PERMISSION_DENIED, metadata identity, permission and namespace; the message
+    names the missing permission and namespace).
     """
 
     @staticmethod

@@ -27,6 +27,15 @@ if _version_not_supported:
 
 class TaskServiceStub:
     """Start, inspect, cancel and follow tasks.
+
+    Authorization (when the server authenticates callers; README,
+    "Authorization"): every call needs one permission in the namespace it
+    touches: CreateTask tasks.create; GetTask, ListTasks (the filter; none: every
+    namespace) and WatchTask tasks.read; CancelTask tasks.cancel (the task's
+    namespace). Errors on every call: UNAUTHENTICATED (no or unknown bearer token
+    or client certificate); PERMISSION_DENIED (ErrorInfo reason
+    PERMISSION_DENIED, metadata identity, permission and namespace; the message
+    names the missing permission and namespace).
     """
 
     def __init__(self, channel):
@@ -64,6 +73,15 @@ class TaskServiceStub:
 
 class TaskServiceServicer:
     """Start, inspect, cancel and follow tasks.
+
+    Authorization (when the server authenticates callers; README,
+    "Authorization"): every call needs one permission in the namespace it
+    touches: CreateTask tasks.create; GetTask, ListTasks (the filter; none: every
+    namespace) and WatchTask tasks.read; CancelTask tasks.cancel (the task's
+    namespace). Errors on every call: UNAUTHENTICATED (no or unknown bearer token
+    or client certificate); PERMISSION_DENIED (ErrorInfo reason
+    PERMISSION_DENIED, metadata identity, permission and namespace; the message
+    names the missing permission and namespace).
     """
 
     def CreateTask(self, request, context):
@@ -156,6 +174,15 @@ def add_TaskServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TaskService:
     """Start, inspect, cancel and follow tasks.
+
+    Authorization (when the server authenticates callers; README,
+    "Authorization"): every call needs one permission in the namespace it
+    touches: CreateTask tasks.create; GetTask, ListTasks (the filter; none: every
+    namespace) and WatchTask tasks.read; CancelTask tasks.cancel (the task's
+    namespace). Errors on every call: UNAUTHENTICATED (no or unknown bearer token
+    or client certificate); PERMISSION_DENIED (ErrorInfo reason
+    PERMISSION_DENIED, metadata identity, permission and namespace; the message
+    names the missing permission and namespace).
     """
 
     @staticmethod

@@ -27,6 +27,16 @@ if _version_not_supported:
 
 class TemplateServiceStub:
     """Register and inspect YAML task templates.
+
+    Authorization (when the server authenticates callers; README,
+    "Authorization"): every call needs one permission in the namespace it
+    touches: RegisterTemplate templates.write (the template's namespace);
+    GetTemplate, ListTemplates (the filter; none: every namespace)
+    templates.read; ValidateTemplate templates.read (no namespace). Errors on
+    every call: UNAUTHENTICATED (no or unknown bearer token or client
+    certificate); PERMISSION_DENIED (ErrorInfo reason PERMISSION_DENIED, metadata
+    identity, permission and namespace; the message names the missing permission
+    and namespace).
     """
 
     def __init__(self, channel):
@@ -59,6 +69,16 @@ class TemplateServiceStub:
 
 class TemplateServiceServicer:
     """Register and inspect YAML task templates.
+
+    Authorization (when the server authenticates callers; README,
+    "Authorization"): every call needs one permission in the namespace it
+    touches: RegisterTemplate templates.write (the template's namespace);
+    GetTemplate, ListTemplates (the filter; none: every namespace)
+    templates.read; ValidateTemplate templates.read (no namespace). Errors on
+    every call: UNAUTHENTICATED (no or unknown bearer token or client
+    certificate); PERMISSION_DENIED (ErrorInfo reason PERMISSION_DENIED, metadata
+    identity, permission and namespace; the message names the missing permission
+    and namespace).
     """
 
     def RegisterTemplate(self, request, context):
@@ -132,6 +152,16 @@ def add_TemplateServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TemplateService:
     """Register and inspect YAML task templates.
+
+    Authorization (when the server authenticates callers; README,
+    "Authorization"): every call needs one permission in the namespace it
+    touches: RegisterTemplate templates.write (the template's namespace);
+    GetTemplate, ListTemplates (the filter; none: every namespace)
+    templates.read; ValidateTemplate templates.read (no namespace). Errors on
+    every call: UNAUTHENTICATED (no or unknown bearer token or client
+    certificate); PERMISSION_DENIED (ErrorInfo reason PERMISSION_DENIED, metadata
+    identity, permission and namespace; the message names the missing permission
+    and namespace).
     """
 
     @staticmethod

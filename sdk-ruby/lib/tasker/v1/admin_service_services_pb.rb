@@ -8,7 +8,8 @@ module Tasker
   module V1
     module AdminService
       # Operator actions. Every mutating call carries an actor and a reason, which
-      # are recorded in the transition log and on the emitted event.
+      # are recorded in the transition log and on the emitted event (the actor is
+      # the authenticated identity when the server authenticates callers).
       #
       # Manual completion versus manual resolution:
       # - CompleteStepManually: the step's work was done (e.g. by hand, outside
@@ -19,6 +20,19 @@ module Tasker
       #   becomes RESOLVED_MANUALLY, counts as neither success nor failure, and the
       #   optional result is what dependents receive.
       # In both cases dependents proceed.
+      #
+      # Authorization (when the server authenticates callers; README,
+      # "Authorization"): every call needs one permission in the namespace it
+      # touches: RetryStep steps.retry, ResolveStepManually steps.resolve,
+      # CompleteStepManually steps.complete, ResolveTaskManually tasks.resolve (the
+      # task's namespace); ListWorkers workers.read (the filter; none: every
+      # namespace); PauseNamespace and ResumeNamespace namespaces.pause,
+      # UpdateNamespace namespaces.write; GetCircuitBreakers breakers.read,
+      # ResetCircuitBreaker breakers.reset and ListNamespaces namespaces.read span
+      # every namespace ("*"). Errors on every call: UNAUTHENTICATED (no or unknown
+      # bearer token or client certificate); PERMISSION_DENIED (ErrorInfo reason
+      # PERMISSION_DENIED, metadata identity, permission and namespace; the message
+      # names the missing permission and namespace).
       class Service
 
         include ::GRPC::GenericService

@@ -8,6 +8,15 @@ module Tasker
   module V1
     module TaskService
       # Start, inspect, cancel and follow tasks.
+      #
+      # Authorization (when the server authenticates callers; README,
+      # "Authorization"): every call needs one permission in the namespace it
+      # touches: CreateTask tasks.create; GetTask, ListTasks (the filter; none: every
+      # namespace) and WatchTask tasks.read; CancelTask tasks.cancel (the task's
+      # namespace). Errors on every call: UNAUTHENTICATED (no or unknown bearer token
+      # or client certificate); PERMISSION_DENIED (ErrorInfo reason
+      # PERMISSION_DENIED, metadata identity, permission and namespace; the message
+      # names the missing permission and namespace).
       class Service
 
         include ::GRPC::GenericService

@@ -8,6 +8,16 @@ module Tasker
   module V1
     module TemplateService
       # Register and inspect YAML task templates.
+      #
+      # Authorization (when the server authenticates callers; README,
+      # "Authorization"): every call needs one permission in the namespace it
+      # touches: RegisterTemplate templates.write (the template's namespace);
+      # GetTemplate, ListTemplates (the filter; none: every namespace)
+      # templates.read; ValidateTemplate templates.read (no namespace). Errors on
+      # every call: UNAUTHENTICATED (no or unknown bearer token or client
+      # certificate); PERMISSION_DENIED (ErrorInfo reason PERMISSION_DENIED, metadata
+      # identity, permission and namespace; the message names the missing permission
+      # and namespace).
       class Service
 
         include ::GRPC::GenericService

@@ -31,7 +31,10 @@ export interface RetryStepRequest {
   taskId: string;
   /** Step name. Required. */
   stepName: string;
-  /** Operator identity. Required. */
+  /**
+   * Operator identity. Required, unless the server authenticates callers: it
+   * then records the authenticated identity instead of this field.
+   */
   actor: string;
   /** Why. Recommended. */
   reason: string;
@@ -53,7 +56,10 @@ export interface ResolveStepManuallyRequest {
   result?:
     | { [key: string]: any }
     | undefined;
-  /** Operator identity. Required. */
+  /**
+   * Operator identity. Required, unless the server authenticates callers: it
+   * then records the authenticated identity instead of this field.
+   */
   actor: string;
   /** Why. Recommended. */
   reason: string;
@@ -75,7 +81,10 @@ export interface CompleteStepManuallyRequest {
   result?:
     | { [key: string]: any }
     | undefined;
-  /** Operator identity. Required. */
+  /**
+   * Operator identity. Required, unless the server authenticates callers: it
+   * then records the authenticated identity instead of this field.
+   */
   actor: string;
   /** Why. Recommended. */
   reason: string;
@@ -91,7 +100,10 @@ export interface CompleteStepManuallyResponse {
 export interface ResolveTaskManuallyRequest {
   /** Task id. Required. */
   taskId: string;
-  /** Operator identity. Required. */
+  /**
+   * Operator identity. Required, unless the server authenticates callers: it
+   * then records the authenticated identity instead of this field.
+   */
   actor: string;
   /** Why. Recommended. */
   reason: string;
@@ -137,7 +149,10 @@ export interface GetCircuitBreakersResponse {
 export interface ResetCircuitBreakerRequest {
   /** Breaker key. Required. */
   key: string;
-  /** Operator identity. Required. */
+  /**
+   * Operator identity. Required, unless the server authenticates callers: it
+   * then records the authenticated identity instead of this field.
+   */
   actor: string;
   /** Why. Recommended. */
   reason: string;
@@ -153,7 +168,10 @@ export interface ResetCircuitBreakerResponse {
 export interface PauseNamespaceRequest {
   /** Namespace. Required. */
   namespace: string;
-  /** Operator identity. Required. */
+  /**
+   * Operator identity. Required, unless the server authenticates callers: it
+   * then records the authenticated identity instead of this field.
+   */
   actor: string;
   /** Why. Recommended. */
   reason: string;
@@ -169,7 +187,10 @@ export interface PauseNamespaceResponse {
 export interface ResumeNamespaceRequest {
   /** Namespace. Required. */
   namespace: string;
-  /** Operator identity. Required. */
+  /**
+   * Operator identity. Required, unless the server authenticates callers: it
+   * then records the authenticated identity instead of this field.
+   */
   actor: string;
   /** Why. Recommended. */
   reason: string;
@@ -190,7 +211,10 @@ export interface UpdateNamespaceRequest {
    * server-wide limit only.
    */
   maxParallelTasks: number;
-  /** Operator identity. Required. */
+  /**
+   * Operator identity. Required, unless the server authenticates callers: it
+   * then records the authenticated identity instead of this field.
+   */
   actor: string;
   /** Why. Recommended. */
   reason: string;
@@ -2228,7 +2252,8 @@ export const ListNamespacesResponse: MessageFns<ListNamespacesResponse> = {
 
 /**
  * Operator actions. Every mutating call carries an actor and a reason, which
- * are recorded in the transition log and on the emitted event.
+ * are recorded in the transition log and on the emitted event (the actor is
+ * the authenticated identity when the server authenticates callers).
  *
  * Manual completion versus manual resolution:
  * - CompleteStepManually: the step's work was done (e.g. by hand, outside
@@ -2239,6 +2264,19 @@ export const ListNamespacesResponse: MessageFns<ListNamespacesResponse> = {
  *   becomes RESOLVED_MANUALLY, counts as neither success nor failure, and the
  *   optional result is what dependents receive.
  * In both cases dependents proceed.
+ *
+ * Authorization (when the server authenticates callers; README,
+ * "Authorization"): every call needs one permission in the namespace it
+ * touches: RetryStep steps.retry, ResolveStepManually steps.resolve,
+ * CompleteStepManually steps.complete, ResolveTaskManually tasks.resolve (the
+ * task's namespace); ListWorkers workers.read (the filter; none: every
+ * namespace); PauseNamespace and ResumeNamespace namespaces.pause,
+ * UpdateNamespace namespaces.write; GetCircuitBreakers breakers.read,
+ * ResetCircuitBreaker breakers.reset and ListNamespaces namespaces.read span
+ * every namespace ("*"). Errors on every call: UNAUTHENTICATED (no or unknown
+ * bearer token or client certificate); PERMISSION_DENIED (ErrorInfo reason
+ * PERMISSION_DENIED, metadata identity, permission and namespace; the message
+ * names the missing permission and namespace).
  */
 export type AdminServiceService = typeof AdminServiceService;
 export const AdminServiceService = {

@@ -229,6 +229,14 @@ export const WatchEventsResponse: MessageFns<WatchEventsResponse> = {
  * The event catalogue (names such as task.completed, step.retrying,
  * circuit_breaker.opened, when each is emitted and its metadata keys) is
  * documented in one place: docs/events.md in the Tasker repository.
+ *
+ * Authorization (when the server authenticates callers; README,
+ * "Authorization"): every call needs one permission in the namespace it
+ * touches: WatchEvents events.read in every namespace of the filter (none:
+ * every namespace). Errors on every call: UNAUTHENTICATED (no or unknown bearer
+ * token or client certificate); PERMISSION_DENIED (ErrorInfo reason
+ * PERMISSION_DENIED, metadata identity, permission and namespace; the message
+ * names the missing permission and namespace).
  */
 export type EventServiceService = typeof EventServiceService;
 export const EventServiceService = {

@@ -106,7 +106,10 @@ export interface ListTasksResponse {
 export interface CancelTaskRequest {
   /** Task id. Required. */
   taskId: string;
-  /** Who cancels (recorded in the transition log). Defaults to "api". */
+  /**
+   * Who cancels (recorded in the transition log). Defaults to "api". When the
+   * server authenticates callers, the authenticated identity is recorded.
+   */
   actor: string;
   /** Why (recorded in the transition log). */
   reason: string;
@@ -1148,7 +1151,18 @@ export const WatchTaskResponse: MessageFns<WatchTaskResponse> = {
   },
 };
 
-/** Start, inspect, cancel and follow tasks. */
+/**
+ * Start, inspect, cancel and follow tasks.
+ *
+ * Authorization (when the server authenticates callers; README,
+ * "Authorization"): every call needs one permission in the namespace it
+ * touches: CreateTask tasks.create; GetTask, ListTasks (the filter; none: every
+ * namespace) and WatchTask tasks.read; CancelTask tasks.cancel (the task's
+ * namespace). Errors on every call: UNAUTHENTICATED (no or unknown bearer token
+ * or client certificate); PERMISSION_DENIED (ErrorInfo reason
+ * PERMISSION_DENIED, metadata identity, permission and namespace; the message
+ * names the missing permission and namespace).
+ */
 export type TaskServiceService = typeof TaskServiceService;
 export const TaskServiceService = {
   /**

@@ -784,7 +784,19 @@ export const ValidateTemplateResponse: MessageFns<ValidateTemplateResponse> = {
   },
 };
 
-/** Register and inspect YAML task templates. */
+/**
+ * Register and inspect YAML task templates.
+ *
+ * Authorization (when the server authenticates callers; README,
+ * "Authorization"): every call needs one permission in the namespace it
+ * touches: RegisterTemplate templates.write (the template's namespace);
+ * GetTemplate, ListTemplates (the filter; none: every namespace)
+ * templates.read; ValidateTemplate templates.read (no namespace). Errors on
+ * every call: UNAUTHENTICATED (no or unknown bearer token or client
+ * certificate); PERMISSION_DENIED (ErrorInfo reason PERMISSION_DENIED, metadata
+ * identity, permission and namespace; the message names the missing permission
+ * and namespace).
+ */
 export type TemplateServiceService = typeof TemplateServiceService;
 export const TemplateServiceService = {
   /**

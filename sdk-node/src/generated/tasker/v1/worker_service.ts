@@ -2597,6 +2597,14 @@ export const ReportStepResultResponse: MessageFns<ReportStepResultResponse> = {
  * - A worker whose hello sets hands_off_leases (the job-queue pattern) is the
  *   exception to the two rules above for acknowledged leases: see
  *   WorkerHello.hands_off_leases.
+ *
+ * Authorization (when the server authenticates callers; README,
+ * "Authorization"): every call needs steps.work, on Connect in every namespace
+ * of the hello, on Heartbeat and ReportStepResult in the namespaces of the
+ * leases' steps. Errors on every call: UNAUTHENTICATED (no or unknown bearer
+ * token or client certificate); PERMISSION_DENIED (ErrorInfo reason
+ * PERMISSION_DENIED, metadata identity, permission and namespace; on Connect it
+ * closes the stream after the hello).
  */
 export type WorkerServiceService = typeof WorkerServiceService;
 export const WorkerServiceService = {
