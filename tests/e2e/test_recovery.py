@@ -53,16 +53,7 @@ async def _wait_step_leased(client: Client, task_id: str) -> None:
     [
         pytest.param(1.0, 2000, id="down_1s"),
         pytest.param(20.0, 2000, id="down_20s"),
-        pytest.param(
-            0.2,
-            6000,
-            id="handler_outlives_the_outage",
-            marks=pytest.mark.xfail(
-                reason="server: WorkerHello.held_leases not adopted yet (the stream heartbeat "
-                "of a lease handed out by the previous server process answers active=false)",
-                strict=False,
-            ),
-        ),
+        pytest.param(0.2, 6000, id="handler_outlives_the_outage"),
     ],
 )
 @pytest.mark.parametrize("language", LANGUAGES)
