@@ -159,7 +159,8 @@ async def test_unary_report_for_unknown_lease_is_failed_precondition_lease_stale
         stub = wgrpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
         for request in (
             wpb.ReportStepResultRequest(
-                worker_id="raw", success=wpb.StepSuccess(lease_id="no-such-lease", result=_result(1))
+                worker_id="raw",
+                success=wpb.StepSuccess(lease_id="no-such-lease", result=_result(1)),
             ),
             wpb.ReportStepResultRequest(
                 worker_id="raw", failure=wpb.StepFailure(lease_id="no-such-lease")

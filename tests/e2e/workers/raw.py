@@ -86,6 +86,7 @@ class RawWorker:
         capacity: int = 1,
         *,
         hands_off_leases: bool = False,
+        held_leases: tuple[str, ...] = (),
         metadata: tuple[tuple[str, str], ...] = (),
     ) -> wpb.Welcome:
         self.call = self.stub.Connect(self._requests(), metadata=metadata)
@@ -96,6 +97,7 @@ class RawWorker:
                 handlers=handlers,
                 capacity=capacity,
                 hands_off_leases=hands_off_leases,
+                held_leases=held_leases,
             )
         )
         self._reader = asyncio.create_task(self._read())
