@@ -7,7 +7,7 @@ import subprocess
 import time
 from typing import Any
 
-from tasker import Client, StepContext, Worker
+from tasker import Client, RetryableError, StepContext, Worker
 from tasker.testing import WorkflowBuilder
 from tests.e2e.workers.sums import spawn_sum_worker, stop_process, sum_template
 from tests.support.server import ServerProcess
@@ -93,3 +93,61 @@ async def test_crashed_replicas_orphaned_lease_is_taken_back_long_before_the_ste
     assert "not seen by any server" in history[0].error.message
     # Silence window with the test timers: keepalive_timeout 3 s + lease ttl 2.5 s.
     assert elapsed < 30, elapsed
+
+
+async def test_breaker_failures_are_counted_across_replicas(pg_url: str) -> None:
+    """Four steps fail at once, two on each replica's worker, against a breaker of threshold 4:
+    the count is shared in the database, so the breaker opens after those four, as on one
+    replica (per-replica counts would need eight; the retries wait 2 s, long enough for both
+    replicas to have seen it open)."""
+    a = ServerProcess(pg_url).start()
+    b = ServerProcess(pg_url).start()
+    calls: list[str] = []
+
+    def failing(replica: str) -> Any:
+        async def handler(ctx: StepContext) -> dict[str, Any]:
+            calls.append(replica)
+            await asyncio.sleep(0.5)  # both slots of each worker busy: two steps per replica
+            raise RetryableError("ledger answered 503")
+
+        return handler
+
+    workers = []
+    try:
+        for name, replica in (("a", a), ("b", b)):
+            worker = Worker(replica.address, [NS], capacity=2)
+            worker.register("post", failing(name))
+            workers.append((worker, asyncio.create_task(worker.run())))
+            await worker.wait_connected(10)
+        async with await Client.connect(a.address, timeout=10) as client:
+            await client.register_template(
+                WorkflowBuilder("ledger_post", NS)
+                .step(
+                    "post",
+                    "post",
+                    retry={"max_attempts": 5, "backoff_base_seconds": 2, "max_delay_seconds": 2},
+                    circuit_breaker={
+                        "key": "ledger",
+                        "failure_threshold": 4,
+                        "reset_timeout_seconds": 60,
+                    },
+                )
+                .build()
+            )
+            for i in range(4):
+                await client.create_task(NS, "ledger_post", {"i": i})
+            async with asyncio.timeout(15):
+                while True:
+                    [breaker] = await client.get_circuit_breakers(["ledger"])
+                    if breaker.state == "open":
+                        break
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(3)  # past the retries' backoff: nothing more may run
+    finally:
+        for worker, run in workers:
+            await worker.shutdown(drain_timeout=2)
+            await run
+        a.stop()
+        b.stop()
+    assert sorted(calls) == ["a", "a", "b", "b"], calls
+    assert breaker.failure_count == 4
