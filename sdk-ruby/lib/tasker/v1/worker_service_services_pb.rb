@@ -72,12 +72,15 @@ module Tasker
         # reported per lease in the response.
         rpc :Heartbeat, ::Tasker::V1::HeartbeatRequest, ::Tasker::V1::HeartbeatResponse
         # Reports the outcome of a lease outside a stream (the job-queue pattern).
-        # Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
-        # with reason LEASE_STALE (lease unknown, expired or cancelled);
-        # UNAVAILABLE while the database is unreachable (retry with backoff: the
-        # lease stays current until its hard deadline). Reporting an outcome again
-        # for a lease whose outcome was already recorded answers OK and records
-        # nothing (idempotent).
+        # Errors: INVALID_ARGUMENT (no lease id, no outcome, no worker_id);
+        # FAILED_PRECONDITION with reason LEASE_STALE (lease unknown, expired or
+        # cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id: a
+        # lease is valid only from the worker it was issued to) or
+        # OUTCOME_CONFLICT (a different outcome was already recorded for the
+        # lease); UNAVAILABLE while the database is unreachable (retry with
+        # backoff: the lease stays current until its hard deadline). Reporting the
+        # same outcome again for a lease whose outcome was already recorded answers
+        # OK and records nothing (idempotent).
         rpc :ReportStepResult, ::Tasker::V1::ReportStepResultRequest, ::Tasker::V1::ReportStepResultResponse
       end
 

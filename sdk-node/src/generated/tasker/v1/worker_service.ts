@@ -244,11 +244,16 @@ export interface StepFailure {
 export interface ResultAck {
   /** Lease the result was about. */
   leaseId: string;
-  /** True when recorded (or already recorded identically: idempotent). */
+  /**
+   * True when recorded (or already recorded identically: idempotent, reason
+   * DUPLICATE).
+   */
   accepted: boolean;
   /**
    * Why not, e.g. LEASE_STALE (the lease is no longer current: drop the
-   * result), RESULT_TOO_LARGE (recorded as a permanent failure), or
+   * result), LEASE_NOT_HELD (issued to another worker), OUTCOME_CONFLICT (a
+   * different outcome was recorded first), RESULT_TOO_LARGE (recorded as a
+   * permanent failure), or
    * UNAVAILABLE (not recorded yet: the database is unreachable or the server
    * is holding too many unrecorded outcomes; keep the result and send it
    * again after a backoff, on this stream, a new one, or ReportStepResult).
@@ -2644,12 +2649,15 @@ export const WorkerServiceService = {
   },
   /**
    * Reports the outcome of a lease outside a stream (the job-queue pattern).
-   * Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
-   * with reason LEASE_STALE (lease unknown, expired or cancelled);
-   * UNAVAILABLE while the database is unreachable (retry with backoff: the
-   * lease stays current until its hard deadline). Reporting an outcome again
-   * for a lease whose outcome was already recorded answers OK and records
-   * nothing (idempotent).
+   * Errors: INVALID_ARGUMENT (no lease id, no outcome, no worker_id);
+   * FAILED_PRECONDITION with reason LEASE_STALE (lease unknown, expired or
+   * cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id: a
+   * lease is valid only from the worker it was issued to) or
+   * OUTCOME_CONFLICT (a different outcome was already recorded for the
+   * lease); UNAVAILABLE while the database is unreachable (retry with
+   * backoff: the lease stays current until its hard deadline). Reporting the
+   * same outcome again for a lease whose outcome was already recorded answers
+   * OK and records nothing (idempotent).
    */
   reportStepResult: {
     path: "/tasker.v1.WorkerService/ReportStepResult" as const,
@@ -2685,12 +2693,15 @@ export interface WorkerServiceServer extends UntypedServiceImplementation {
   heartbeat: handleUnaryCall<HeartbeatRequest, HeartbeatResponse>;
   /**
    * Reports the outcome of a lease outside a stream (the job-queue pattern).
-   * Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
-   * with reason LEASE_STALE (lease unknown, expired or cancelled);
-   * UNAVAILABLE while the database is unreachable (retry with backoff: the
-   * lease stays current until its hard deadline). Reporting an outcome again
-   * for a lease whose outcome was already recorded answers OK and records
-   * nothing (idempotent).
+   * Errors: INVALID_ARGUMENT (no lease id, no outcome, no worker_id);
+   * FAILED_PRECONDITION with reason LEASE_STALE (lease unknown, expired or
+   * cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id: a
+   * lease is valid only from the worker it was issued to) or
+   * OUTCOME_CONFLICT (a different outcome was already recorded for the
+   * lease); UNAVAILABLE while the database is unreachable (retry with
+   * backoff: the lease stays current until its hard deadline). Reporting the
+   * same outcome again for a lease whose outcome was already recorded answers
+   * OK and records nothing (idempotent).
    */
   reportStepResult: handleUnaryCall<ReportStepResultRequest, ReportStepResultResponse>;
 }
@@ -2732,12 +2743,15 @@ export interface WorkerServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Reports the outcome of a lease outside a stream (the job-queue pattern).
-   * Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
-   * with reason LEASE_STALE (lease unknown, expired or cancelled);
-   * UNAVAILABLE while the database is unreachable (retry with backoff: the
-   * lease stays current until its hard deadline). Reporting an outcome again
-   * for a lease whose outcome was already recorded answers OK and records
-   * nothing (idempotent).
+   * Errors: INVALID_ARGUMENT (no lease id, no outcome, no worker_id);
+   * FAILED_PRECONDITION with reason LEASE_STALE (lease unknown, expired or
+   * cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id: a
+   * lease is valid only from the worker it was issued to) or
+   * OUTCOME_CONFLICT (a different outcome was already recorded for the
+   * lease); UNAVAILABLE while the database is unreachable (retry with
+   * backoff: the lease stays current until its hard deadline). Reporting the
+   * same outcome again for a lease whose outcome was already recorded answers
+   * OK and records nothing (idempotent).
    */
   reportStepResult(
     request: ReportStepResultRequest,
