@@ -10,10 +10,13 @@
 
     await worker.run()            # until worker.shutdown() or cancellation
 
-Lifecycle of a lease: assignment -> ack (at once) -> handler (at most ``capacity`` at a time,
-under the step timeout, in an OpenTelemetry span) -> result | failure -> result_ack. Running
-leases are heartbeated every heartbeat_interval. A cancellation (or a heartbeat answer saying
-the lease is gone) cancels the handler and reports nothing.
+Lifecycle of a lease: assignment -> handler (at most ``capacity`` at a time, under the step
+timeout, in an OpenTelemetry span) -> result | failure -> result_ack. The assignment is
+acknowledged only if its handler is still running (or waiting for a slot) ``ack_delay`` after it
+arrived: a result or failure implies the acknowledgement, so a short step costs one message from
+the worker instead of two. Running leases are heartbeated every heartbeat_interval. A
+cancellation (or a heartbeat answer saying the lease is gone) cancels the handler and reports
+nothing.
 
 If the stream breaks, handlers keep running (leases are extended with the unary ``Heartbeat``)
 while the worker reconnects with exponential backoff and jitter; every hello names the leases
@@ -81,6 +84,7 @@ _DEFAULT_HEARTBEAT_INTERVAL = 10.0
 _DEFAULT_KEEPALIVE_TIMEOUT = 60.0
 _WELCOME_TIMEOUT = 30.0
 _UNARY_TIMEOUT = 10.0
+_DEFAULT_ACK_DELAY = 0.02
 _FLUSH_TIMEOUT = 5.0
 # Errors on which retrying the stream cannot help.
 _FATAL_CODES = frozenset(
@@ -156,10 +160,18 @@ class _Lease:
     handler: _Handler
     deadline: float
     task: asyncio.Task[None] | None = None
+    # Sends the AssignmentAck if the handler still runs when it fires; cancelled by the outcome.
+    ack_timer: asyncio.TimerHandle | None = None
     # Why the handler's task was cancelled: by the server (report nothing) or by shutdown
     # (report a TRANSIENT failure so the step is retried elsewhere at once).
     cancelled_by_server: bool = False
     cancelled_by_shutdown: bool = False
+
+    def cancel_ack(self) -> None:
+        """No delayed ack: the outcome (or nothing, or an ack at once) replaces it."""
+        if self.ack_timer is not None:
+            self.ack_timer.cancel()
+            self.ack_timer = None
 
 
 @dataclass(eq=False)
@@ -179,7 +191,10 @@ class Worker:
     """Runs registered step handlers for the given namespaces.
 
     ``worker_id`` defaults to a random id kept across reconnects of this process. ``tls`` and
-    ``token`` work as for :class:`tasker.Client`.
+    ``token`` work as for :class:`tasker.Client`. ``ack_delay`` (seconds, default 0.02) is how
+    long a handler may run before its assignment is acknowledged; one that finishes sooner is
+    never acknowledged (its outcome implies it). It is capped at a quarter of the server's
+    ack_timeout; 0 acknowledges every assignment at once.
     """
 
     def __init__(
@@ -192,6 +207,7 @@ class Worker:
         name: str | None = None,
         tls: grpc.ChannelCredentials | None = None,
         token: str | None = None,
+        ack_delay: float = _DEFAULT_ACK_DELAY,
     ) -> None:
         if isinstance(namespaces, str):
             namespaces = [namespaces]
@@ -202,8 +218,15 @@ class Worker:
             raise ValueError("capacity must be an int between 1 and 10,000")
         if worker_id is not None and not 0 < len(worker_id) <= 64:
             raise ValueError("worker_id must be 1..64 characters")
+        if (
+            isinstance(ack_delay, bool)
+            or not isinstance(ack_delay, int | float)
+            or not 0 <= ack_delay < float("inf")
+        ):
+            raise ValueError("ack_delay must be a number of seconds >= 0")
         self.address = address
         self.capacity = capacity
+        self.ack_delay = float(ack_delay)
         self.worker_id = worker_id or uuid.uuid4().hex
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._tls = tls
@@ -220,6 +243,7 @@ class Worker:
         self._slots: asyncio.Semaphore | None = None
         self._heartbeat_interval = _DEFAULT_HEARTBEAT_INTERVAL
         self._keepalive_timeout: float | None = _DEFAULT_KEEPALIVE_TIMEOUT
+        self._ack_timeout: float | None = None  # the welcome's
         self._running = False
         self._stopping = False
         self._stop = asyncio.Event()
@@ -409,6 +433,9 @@ class Worker:
         if welcome.HasField("keepalive_timeout"):
             timeout = welcome.keepalive_timeout.ToTimedelta().total_seconds()
             self._keepalive_timeout = timeout if timeout > 0 else None
+        if welcome.HasField("ack_timeout"):
+            ack_timeout = welcome.ack_timeout.ToTimedelta().total_seconds()
+            self._ack_timeout = ack_timeout if ack_timeout > 0 else None
         if welcome.unknown_namespaces:
             log.warning(
                 "namespaces without templates (yet): %s", ", ".join(welcome.unknown_namespaces)
@@ -459,6 +486,9 @@ class Worker:
     def _on_assignment(self, session: Session, assignment: Any) -> None:
         lease_id = assignment.lease_id
         if lease_id in self._leases or lease_id in self._unacked_outcomes:
+            held = self._leases.get(lease_id)
+            if held is not None:
+                held.cancel_ack()  # acknowledged now, not again when the delay is up
             session.send(self._ack(lease_id))  # re-offered after a reconnect: already ours
             return
         if self._stopping:
@@ -468,13 +498,11 @@ class Worker:
         deadline = _lease_deadline(assignment)
         try:
             ctx = StepContext.from_assignment(assignment)
-        except Exception as exc:
-            session.send(self._ack(lease_id))
+        except Exception as exc:  # no ack: the failure implies it
             invalid = PermanentError(f"invalid assignment: {exc}")
             self._report_failure(lease_id, deadline, invalid, 0.0)
             return
         handler = self._handlers.get(ctx.step.handler)
-        session.send(self._ack(lease_id))
         if handler is None:
             error = RetryableError(
                 f"handler {ctx.step.handler!r} is not registered on worker {self.worker_id}",
@@ -485,6 +513,30 @@ class Worker:
         lease = _Lease(lease_id, ctx, handler, deadline)
         self._leases[lease_id] = lease
         lease.task = asyncio.create_task(self._execute(lease), name=f"tasker-lease-{lease_id}")
+        delay = self._effective_ack_delay()
+        if delay > 0:
+            lease.ack_timer = asyncio.get_running_loop().call_later(
+                delay, self._ack_if_running, session, lease
+            )
+        else:
+            session.send(self._ack(lease_id))
+
+    def _effective_ack_delay(self) -> float:
+        """``ack_delay``, kept well below the server's ack_timeout so a lazy ack is never late."""
+        if self._ack_timeout is None:
+            return self.ack_delay
+        return min(self.ack_delay, self._ack_timeout / 4)
+
+    def _ack_if_running(self, session: Session, lease: _Lease) -> None:
+        """The delay is up and no outcome was sent: acknowledge, on the stream the assignment
+        came on. A new stream needs no ack: its hello listed the lease in held_leases."""
+        lease.ack_timer = None
+        if (
+            self._leases.get(lease.lease_id) is lease
+            and not lease.cancelled_by_server
+            and session is self._session
+        ):
+            session.send(self._ack(lease.lease_id))
 
     def _cancel_lease(self, lease_id: str, reason: str) -> None:
         # Nothing running (an outcome still waiting for its ack stays: the server answers it
@@ -494,6 +546,7 @@ class Worker:
             return
         log.info("lease %s cancelled by the server (%s)", lease_id, reason or "no reason")
         lease.cancelled_by_server = True
+        lease.cancel_ack()
         lease.ctx.cancelled.set()
         lease.task.cancel()
 
@@ -560,6 +613,7 @@ class Worker:
             return
         finally:
             self._leases.pop(lease.lease_id, None)
+            lease.cancel_ack()  # the outcome (or nothing) follows: no ack needed
         self._report_success(lease.lease_id, lease.deadline, value, time.monotonic() - started)
 
     async def _invoke(self, handler: _Handler, ctx: StepContext) -> Any:

@@ -66,8 +66,8 @@ async def _stop_delivery(worker: Worker) -> None:
     await asyncio.gather(*worker._background, return_exceptions=True)
 
 
-def _worker() -> tuple[Worker, FakeSession]:
-    worker = Worker("127.0.0.1:9", ["ns"], capacity=2)
+def _worker(**options: Any) -> tuple[Worker, FakeSession]:
+    worker = Worker("127.0.0.1:9", ["ns"], capacity=2, **options)
 
     @worker.handler("double")
     async def double(ctx: StepContext) -> dict[str, Any]:
@@ -107,14 +107,96 @@ async def _run(worker: Worker, session: FakeSession, *assignments: Any) -> None:
         await asyncio.wait(tasks, timeout=5)
 
 
-async def test_ack_then_result() -> None:
-    worker, session = _worker()
+def _kinds(session: FakeSession) -> list[str]:
+    return [m.WhichOneof("message") for m in session.sent]
+
+
+async def test_a_fast_handler_is_never_acknowledged_its_result_implies_it() -> None:
+    worker, session = _worker(ack_delay=0.2)
     await _run(worker, session, _assignment("L1", "double"), _assignment("L2", "sync"))
-    kinds = [m.WhichOneof("message") for m in session.sent]
-    assert kinds[:2] == ["ack", "ack"]  # acknowledged before the handlers ran
     results = {r.lease_id: struct_to_dict(r.result) for r in session.of_kind("result")}
     assert results == {"L1": {"n": 4}, "L2": {}}
     assert worker.in_flight == 0
+    await asyncio.sleep(0.3)  # past the delay: the timers were cancelled with the outcome
+    assert _kinds(session) == ["result", "result"]
+    await _stop_delivery(worker)
+
+
+async def test_a_slow_handler_is_acknowledged_once_after_the_ack_delay() -> None:
+    worker, session = _worker(ack_delay=0.05)
+    arrived = time.monotonic()
+    worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+        assignment=_assignment("SLOW", "slow")))
+    await asyncio.sleep(0)
+    assert session.of_kind("ack") == []
+    assert worker.held_leases() == ["SLOW"]  # held (and announced) before any ack
+    await _eventually(lambda: len(session.of_kind("ack")) == 1)
+    assert time.monotonic() - arrived >= 0.05
+    await asyncio.sleep(0.2)
+    assert [a.lease_id for a in session.of_kind("ack")] == ["SLOW"]
+    task = worker._leases["SLOW"].task
+    assert task is not None
+    task.cancel()
+    await asyncio.wait([task])
+
+
+async def test_a_lease_waiting_for_a_slot_is_acknowledged_after_the_delay_too() -> None:
+    worker, session = _worker(ack_delay=0.05)
+    worker._slots = asyncio.Semaphore(1)
+    for lease_id in ("RUNS", "WAITS"):
+        worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+            assignment=_assignment(lease_id, "slow")))
+    await _eventually(lambda: len(session.of_kind("ack")) == 2)
+    assert sorted(a.lease_id for a in session.of_kind("ack")) == ["RUNS", "WAITS"]
+    tasks = [lease.task for lease in worker._leases.values() if lease.task]
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks)
+
+
+async def test_ack_delay_zero_acknowledges_at_once_and_reoffers_are_acknowledged_at_once() -> None:
+    worker, session = _worker(ack_delay=0)
+    worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+        assignment=_assignment("NOW", "slow")))
+    assert _kinds(session) == ["ack"]
+    lazy, lazy_session = _worker(ack_delay=5.0)
+    for _ in range(2):  # the second: re-offered (e.g. after a reconnect), already running here
+        lazy._dispatch(lazy_session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+            assignment=_assignment("AGAIN", "slow")))
+    assert _kinds(lazy_session) == ["ack"]
+    assert lazy._leases["AGAIN"].ack_timer is None  # the delayed ack will not follow
+    tasks = [lt.task for w in (worker, lazy) for lt in w._leases.values() if lt.task]
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks)
+
+
+async def test_ack_delay_is_capped_at_a_quarter_of_the_servers_ack_timeout() -> None:
+    worker, _ = _worker(ack_delay=5.0)
+    assert worker._effective_ack_delay() == 5.0
+    worker._on_welcome(worker_service_pb2.Welcome(
+        worker_id="w", ack_timeout=seconds_to_duration(2.0)))
+    assert worker._effective_ack_delay() == 0.5
+
+
+async def test_invalid_and_unhandled_assignments_fail_without_an_ack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker, session = _worker(ack_delay=0)
+    await _run(worker, session, _assignment("NONE", "missing"))
+
+    def unreadable(assignment: Any) -> StepContext:
+        raise ValueError("unreadable context")
+
+    monkeypatch.setattr(StepContext, "from_assignment", unreadable)
+    await _run(worker, session, _assignment("BAD", "double"))
+    await _eventually(lambda: len(session.sent) == 2)
+    await asyncio.sleep(0.05)
+    assert _kinds(session) == ["failure", "failure"]  # each failure implies the ack
+    failures = {f.lease_id: f.error for f in session.of_kind("failure")}
+    assert failures["NONE"].error_type == "HandlerNotFound"
+    assert "unreadable context" in failures["BAD"].message
+    await _stop_delivery(worker)
 
 
 async def test_failures_are_classified() -> None:
@@ -205,6 +287,12 @@ def test_constructor_validation(kwargs: dict[str, Any]) -> None:
         Worker("127.0.0.1:9", **kwargs)
 
 
+@pytest.mark.parametrize("ack_delay", [-0.01, float("inf"), float("nan"), True, "0.02"])
+def test_ack_delay_validation(ack_delay: Any) -> None:
+    with pytest.raises(ValueError):
+        Worker("127.0.0.1:9", ["ns"], ack_delay=ack_delay)
+
+
 async def test_run_without_handlers_fails_fast() -> None:
     with pytest.raises(ValueError):
         await Worker("127.0.0.1:9", ["ns"]).run()
@@ -224,6 +312,7 @@ async def test_held_leases_name_running_handlers_and_unacknowledged_outcomes() -
     await _run(worker, session, _assignment("DONE", "double"))
     worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
         assignment=_assignment("RUNNING", "slow")))
+    assert session.of_kind("ack") == []  # not acknowledged yet, and still announced
     assert sorted(worker.held_leases()) == ["DONE", "RUNNING"]
     _result_ack(worker, session, "DONE", accepted=True)
     assert worker.held_leases() == ["RUNNING"]
