@@ -1,6 +1,8 @@
 // Unacknowledged outcomes: kept until the server acknowledges them or the lease's hard deadline
 // passes, announced in every hello (heldLeases). The stream is an in-memory session that records
 // what the worker writes; unary reports go to a port where nothing listens (a real refusal).
+// Also the lazy acknowledgement: an assignment is acknowledged only if its handler still runs
+// ackDelayMs after it arrived (the result implies the ack).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
@@ -41,8 +43,8 @@ async function eventually(check, timeoutMs = 5_000) {
   }
 }
 
-function worker() {
-  const w = new sdk.Worker("127.0.0.1:9", ["ns"], { logger: { info() {}, warn() {} } });
+function worker(options = {}) {
+  const w = new sdk.Worker("127.0.0.1:9", ["ns"], { logger: { info() {}, warn() {} }, ...options });
   let release;
   const released = new Promise((r) => (release = r));
   w.register("double", (ctx) => ({ n: ctx.task.context.n * 2 }));
@@ -127,4 +129,70 @@ test("without a stream, ReportStepResult is retried until the lease's deadline",
   } finally {
     w["stub"].close();
   }
+});
+
+// --- lazy acknowledgement -------------------------------------------------------------------------
+
+const kinds = (session) => session.sent.map((m) => Object.keys(m).find((k) => m[k] !== undefined));
+
+test("a fast handler's assignment is never acknowledged: its result implies the ack", async () => {
+  const { w, session } = worker({ ackDelayMs: 200 });
+  deliver(w, session, { assignment: assignment("L1", "double") });
+  deliver(w, session, { assignment: assignment("L2", "declined") });
+  await eventually(() => session.sent.length === 2);
+  await sleep(300); // past the delay: the timers were cleared with the outcomes
+  assert.deepEqual(kinds(session).sort(), ["failure", "result"]);
+  await stop(w);
+});
+
+test("a slow handler's assignment is acknowledged once, after ackDelayMs", async () => {
+  const { w, session, release } = worker({ ackDelayMs: 50 });
+  const arrived = performance.now();
+  deliver(w, session, { assignment: assignment("SLOW", "hold") });
+  assert.deepEqual(session.sent, []);
+  assert.deepEqual(w.heldLeases(), ["SLOW"]); // held (and announced) before any ack
+  await eventually(() => session.ofKind("ack").length === 1);
+  assert.ok(performance.now() - arrived >= 49, "not before the delay");
+  await sleep(200);
+  assert.deepEqual(session.ofKind("ack"), [{ leaseId: "SLOW" }]);
+  release();
+  await eventually(() => session.ofKind("result").length === 1);
+  assert.deepEqual(kinds(session), ["ack", "result"]);
+  await stop(w);
+});
+
+test("ackDelayMs 0 acknowledges at once; a re-offered running lease is acknowledged at once, once", async () => {
+  const eager = worker({ ackDelayMs: 0 });
+  deliver(eager.w, eager.session, { assignment: assignment("NOW", "hold") });
+  assert.deepEqual(kinds(eager.session), ["ack"]);
+  const lazy = worker({ ackDelayMs: 100 });
+  deliver(lazy.w, lazy.session, { assignment: assignment("AGAIN", "hold") });
+  deliver(lazy.w, lazy.session, { assignment: assignment("AGAIN", "hold") }); // e.g. after a reconnect
+  await sleep(200);
+  assert.deepEqual(kinds(lazy.session), ["ack"]);
+  for (const { w, release } of [eager, lazy]) {
+    release();
+    await eventually(() => w.inFlight === 0);
+    await stop(w);
+  }
+});
+
+test("ackDelayMs is capped at a quarter of the server's ack_timeout, and validated", () => {
+  const { w } = worker({ ackDelayMs: 5_000 });
+  assert.equal(w["effectiveAckDelayMs"](), 5_000);
+  w["onWelcome"]({ workerId: "w", serverId: "s", ackTimeout: { seconds: 2, nanos: 0 }, unknownNamespaces: [] }, { setSilenceLimit() {}, send() {} });
+  assert.equal(w["effectiveAckDelayMs"](), 500);
+  for (const bad of [-1, Number.NaN, Infinity, "20"]) {
+    assert.throws(() => new sdk.Worker("127.0.0.1:9", ["ns"], { ackDelayMs: bad }), sdk.InvalidArgumentError);
+  }
+});
+
+test("an assignment for an unregistered handler fails without an ack", async () => {
+  const { w, session } = worker({ ackDelayMs: 0 });
+  deliver(w, session, { assignment: assignment("NONE", "missing") });
+  await eventually(() => session.sent.length === 1);
+  await sleep(50);
+  assert.deepEqual(kinds(session), ["failure"]);
+  assert.equal(session.ofKind("failure")[0].error.errorType, "HandlerNotFound");
+  await stop(w);
 });

@@ -7,8 +7,10 @@
 //   ...
 //   await worker.shutdown({ drainTimeoutMs: 30_000 });
 //
-// Lifecycle of a lease: assignment -> ack (at once) -> handler (under the step timeout, in an
-// OpenTelemetry span) -> result | failure -> result_ack. Running leases are heartbeated every
+// Lifecycle of a lease: assignment -> handler (under the step timeout, in an OpenTelemetry span)
+// -> result | failure -> result_ack. The assignment is acknowledged only if its handler is still
+// running ackDelayMs after it arrived: a result or failure implies the acknowledgement, so a
+// short step costs one message from the worker instead of two. Running leases are heartbeated every
 // heartbeat_interval. A cancellation (or a heartbeat answer saying the lease is gone) aborts the
 // context's signal and reports nothing. A step timeout aborts the signal and reports TRANSIENT
 // StepTimeout. JavaScript cannot kill a promise: a handler that ignores its signal keeps running
@@ -78,6 +80,12 @@ export interface WorkerOptions extends ConnectionOptions {
   name?: string;
   /** Where diagnostics go (default: console.warn for warnings, nothing for info). */
   logger?: WorkerLogger;
+  /**
+   * How long a handler may run before its assignment is acknowledged (default 20 ms); one that
+   * finishes sooner is never acknowledged (its outcome implies it). Capped at a quarter of the
+   * server's ack_timeout; 0 acknowledges every assignment at once.
+   */
+  ackDelayMs?: number;
 }
 
 export interface WorkerLogger {
@@ -96,6 +104,7 @@ const DEFAULT_KEEPALIVE_TIMEOUT_MS = 60_000;
 const WELCOME_TIMEOUT_MS = 30_000;
 const UNARY_TIMEOUT_MS = 10_000;
 const FLUSH_TIMEOUT_MS = 5_000;
+const DEFAULT_ACK_DELAY_MS = 20;
 // Errors on which reconnecting cannot help.
 const FATAL_CODES = new Set([
   grpc.status.INVALID_ARGUMENT,
@@ -133,6 +142,8 @@ interface Lease {
   cause: AbortCause | undefined;
   /** Settles when the lease's outcome has been handed to the reporter (or dropped). */
   finished: Promise<void>;
+  /** Sends the AssignmentAck if the handler still runs when it fires; cleared by the outcome. */
+  ackTimer: NodeJS.Timeout | undefined;
 }
 
 type Outcome = { kind: "result"; value: StepSuccess } | { kind: "failure"; value: StepFailure };
@@ -180,6 +191,12 @@ interface PendingOutcome {
   resend: boolean;
 }
 
+/** No delayed ack: the outcome (or nothing, or an ack at once) replaces it. */
+function cancelAck(lease: Lease): void {
+  clearTimeout(lease.ackTimer);
+  lease.ackTimer = undefined;
+}
+
 /** An assignment's hard deadline on the performance.now() clock. */
 function leaseDeadline(assignment: Assignment): number {
   if (!assignment.leaseDeadline) return performance.now() + DEFAULT_RETENTION_MS;
@@ -194,6 +211,7 @@ export class Worker {
   readonly namespaces: readonly string[];
   readonly capacity: number;
   readonly name: string;
+  readonly ackDelayMs: number;
   private currentWorkerId: string;
   private readonly token: string | undefined;
   private readonly credentials: grpc.ChannelCredentials | undefined;
@@ -209,6 +227,8 @@ export class Worker {
   private stub: WorkerServiceClient | undefined;
   private heartbeatIntervalMs = DEFAULT_HEARTBEAT_INTERVAL_MS;
   private keepaliveTimeoutMs = DEFAULT_KEEPALIVE_TIMEOUT_MS;
+  /** The welcome's ack_timeout (0: not known). */
+  private ackTimeoutMs = 0;
   private running = false;
   private stopping = false;
   private readonly stop = new AbortController();
@@ -230,9 +250,14 @@ export class Worker {
     if (options.workerId !== undefined && (typeof options.workerId !== "string" || options.workerId.length < 1 || options.workerId.length > 64)) {
       throw argumentError("workerId", "must be 1..64 characters");
     }
+    const ackDelayMs = options.ackDelayMs ?? DEFAULT_ACK_DELAY_MS;
+    if (typeof ackDelayMs !== "number" || !Number.isFinite(ackDelayMs) || ackDelayMs < 0) {
+      throw argumentError("ackDelayMs", "must be a number of milliseconds >= 0");
+    }
     this.address = address;
     this.namespaces = Object.freeze([...list]);
     this.capacity = capacity;
+    this.ackDelayMs = ackDelayMs;
     this.currentWorkerId = options.workerId ?? randomUUID().replace(/-/g, "");
     this.name = options.name ?? `${hostname()}:${process.pid}`;
     this.token = options.token;
@@ -401,6 +426,10 @@ export class Worker {
       const ka = welcome.keepaliveTimeout.seconds * 1000 + welcome.keepaliveTimeout.nanos / 1e6;
       this.keepaliveTimeoutMs = ka > 0 ? ka : 0;
     }
+    if (welcome.ackTimeout) {
+      const at = welcome.ackTimeout.seconds * 1000 + welcome.ackTimeout.nanos / 1e6;
+      this.ackTimeoutMs = at > 0 ? at : 0;
+    }
     session.setSilenceLimit(this.keepaliveTimeoutMs);
     if (welcome.unknownNamespaces.length > 0) {
       this.log.info(`namespaces without templates (yet): ${welcome.unknownNamespaces.join(", ")}`);
@@ -443,6 +472,8 @@ export class Worker {
   private onAssignment(session: Session, assignment: Assignment): void {
     const leaseId = assignment.leaseId;
     if (this.leases.has(leaseId) || this.unackedOutcomes.has(leaseId)) {
+      const held = this.leases.get(leaseId);
+      if (held) cancelAck(held); // acknowledged now, not again when the delay is up
       session.send({ ack: { leaseId } }); // re-offered after a reconnect: already ours
       return;
     }
@@ -457,11 +488,10 @@ export class Worker {
     try {
       ctx = contextFromAssignment(assignment, controller.signal);
     } catch (error) {
-      session.send({ ack: { leaseId } });
+      // No ack: the failure implies it.
       this.reportFailure(leaseId, deadline, new PermanentError(`invalid assignment: ${(error as Error).message}`, { errorType: "InvalidAssignment" }), 0);
       return;
     }
-    session.send({ ack: { leaseId } });
     const handler = this.handlerMap.get(ctx.step.handler);
     if (!handler) {
       const error = new RetryableError(`handler ${JSON.stringify(ctx.step.handler)} is not registered on worker ${this.currentWorkerId}`, {
@@ -470,14 +500,34 @@ export class Worker {
       this.reportFailure(leaseId, deadline, error, 0);
       return;
     }
-    const lease: Lease = { leaseId, deadline, ctx, controller, cause: undefined, finished: Promise.resolve() };
+    const lease: Lease = { leaseId, deadline, ctx, controller, cause: undefined, finished: Promise.resolve(), ackTimer: undefined };
     this.leases.set(leaseId, lease);
+    const delayMs = this.effectiveAckDelayMs();
+    if (delayMs > 0) lease.ackTimer = setTimeout(() => this.ackIfRunning(session, lease), delayMs);
+    else session.send({ ack: { leaseId } });
     lease.finished = this.execute(lease, handler);
+  }
+
+  /** ackDelayMs, kept well below the server's ack_timeout so a lazy ack is never late. */
+  private effectiveAckDelayMs(): number {
+    return this.ackTimeoutMs > 0 ? Math.min(this.ackDelayMs, this.ackTimeoutMs / 4) : this.ackDelayMs;
+  }
+
+  /**
+   * The delay is up and no outcome was sent: acknowledge, on the stream the assignment came on. A
+   * new stream needs no ack: its hello listed the lease in heldLeases.
+   */
+  private ackIfRunning(session: Session, lease: Lease): void {
+    lease.ackTimer = undefined;
+    if (this.leases.get(lease.leaseId) === lease && !lease.controller.signal.aborted && this.session === session) {
+      session.send({ ack: { leaseId: lease.leaseId } });
+    }
   }
 
   private abortLease(lease: Lease, cause: AbortCause, reason: string): void {
     if (lease.controller.signal.aborted) return;
     lease.cause = cause;
+    if (cause === "server") cancelAck(lease);
     if (cause === "server") this.log.info(`lease ${lease.leaseId} cancelled by the server (${reason})`);
     const error = new Error(reason);
     error.name = cause === "timeout" ? "StepTimeout" : cause === "shutdown" ? "WorkerShutdown" : "LeaseCancelled";
@@ -546,6 +596,7 @@ export class Worker {
       this.reportSuccess(lease.leaseId, lease.deadline, value, elapsed());
     } finally {
       clearTimeout(timer);
+      cancelAck(lease); // the outcome (or nothing) follows: no ack needed
       this.leases.delete(lease.leaseId);
     }
   }
