@@ -5,7 +5,8 @@ require "test_helper"
 # Unacknowledged outcomes: kept until the server acknowledges them or the lease's hard deadline
 # passes, announced in every hello (held_leases). The stream is an in-memory session that
 # records what the worker writes; unary reports go to a port where nothing listens (a real
-# refusal).
+# refusal). Also the lazy acknowledgement: an assignment is acknowledged only if its handler
+# still runs ack_delay after it arrived (the result implies the ack).
 class OutcomesTest < Minitest::Test
   V1 = Tasker::V1
 
@@ -43,13 +44,17 @@ class OutcomesTest < Minitest::Test
     @worker.instance_variable_set(:@session, @session)
     @jobs = @worker.instance_variable_get(:@jobs)
     @pool = Array.new(2) { Thread.new { @worker.send(:pool_loop) } }
+    @acker = Thread.new { @worker.send(:ack_loop) }
   end
 
   def teardown
     @worker.instance_variable_get(:@lock).synchronize do
       @worker.instance_variable_get(:@unacked_outcomes).clear
       @worker.instance_variable_get(:@changed).broadcast
+      @worker.instance_variable_set(:@stopped, true)
+      @worker.instance_variable_get(:@ack_due_changed).broadcast
     end
+    @acker.join(2)
     @pool.each { @jobs << nil }
     @pool.each { |t| t.join(2) }
     @worker.instance_variable_get(:@background).each { |t| t.kill unless t.join(1) }
@@ -128,5 +133,94 @@ class OutcomesTest < Minitest::Test
     sleep 1.8
     assert_equal ["L"], @worker.held_leases
     eventually(3) { @worker.held_leases.empty? }
+  end
+
+  # --- lazy acknowledgement ------------------------------------------------------------------
+
+  def kinds(session = @session)
+    session.instance_variable_get(:@all).dup.map(&:message)
+  end
+
+  def ack_delay!(seconds)
+    @worker.instance_variable_set(:@ack_delay, seconds)
+  end
+
+  def test_a_fast_handlers_assignment_is_never_acknowledged_its_result_implies_the_ack
+    ack_delay!(0.2)
+    dispatch(assignment: assignment("L1", "ok"))
+    dispatch(assignment: assignment("L2", "declined"))
+    eventually { kinds.size == 2 }
+    sleep 0.3 # past the delay: the pending acks were dropped with the outcomes
+    assert_equal %i[failure result], kinds.sort
+  end
+
+  def test_a_slow_handlers_assignment_is_acknowledged_once_after_ack_delay
+    ack_delay!(0.05)
+    arrived = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    dispatch(assignment: assignment("SLOW", "hold"))
+    assert_empty kinds
+    assert_equal ["SLOW"], @worker.held_leases # held (and announced) before any ack
+    eventually { @session.of_kind(:ack).size == 1 }
+    assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - arrived, :>=, 0.05
+    sleep 0.2
+    assert_equal ["SLOW"], @session.of_kind(:ack).map(&:lease_id)
+    @release << true
+    eventually { @session.of_kind(:result).size == 1 }
+    assert_equal %i[ack result], kinds
+  end
+
+  def test_a_lease_queued_for_a_pool_thread_is_acknowledged_after_the_delay_too
+    ack_delay!(0.05)
+    %w[A B QUEUED].each { |id| dispatch(assignment: assignment(id, "hold")) } # two pool threads
+    eventually { @session.of_kind(:ack).size == 3 }
+    assert_equal %w[A B QUEUED], @session.of_kind(:ack).map(&:lease_id).sort
+    3.times { @release << true }
+    eventually { @session.of_kind(:result).size == 3 }
+  end
+
+  def test_ack_delay_zero_acknowledges_at_once_and_a_reoffered_lease_at_once_once
+    ack_delay!(0)
+    dispatch(assignment: assignment("NOW", "hold"))
+    assert_equal %i[ack], kinds
+    ack_delay!(5)
+    2.times { dispatch(assignment: assignment("AGAIN", "hold")) } # the second: e.g. after a reconnect
+    sleep 0.1
+    assert_equal %w[NOW AGAIN], @session.of_kind(:ack).map(&:lease_id)
+    assert_empty @worker.instance_variable_get(:@acks_due)
+    2.times { @release << true }
+    eventually { @session.of_kind(:result).size == 2 }
+  end
+
+  def test_ack_delay_is_capped_by_the_servers_ack_timeout_and_validated
+    ack_delay!(5)
+    assert_in_delta 5.0, @worker.send(:effective_ack_delay)
+    @worker.send(:on_welcome, V1::Welcome.new(worker_id: "w", ack_timeout: Google::Protobuf::Duration.new(seconds: 2)),
+                 @session)
+    assert_in_delta 0.5, @worker.send(:effective_ack_delay)
+    [-0.01, Float::INFINITY, Float::NAN, "0.02", nil].each do |bad|
+      assert_raises(ArgumentError) { Tasker::Worker.new("127.0.0.1:9", namespaces: ["ns"], ack_delay: bad) }
+    end
+  end
+
+  def test_an_assignment_for_an_unregistered_handler_fails_without_an_ack
+    ack_delay!(0)
+    dispatch(assignment: assignment("NONE", "missing"))
+    eventually { kinds.size == 1 }
+    sleep 0.05
+    assert_equal %i[failure], kinds
+    assert_equal "HandlerNotFound", @session.of_kind(:failure).first.error.error_type
+  end
+
+  def test_a_queue_worker_acknowledges_at_once_as_it_hands_the_lease_to_a_job
+    queue = Tasker::QueueWorker.new("127.0.0.1:9", namespaces: ["ns"], enqueue: ->(_payload) {})
+    queue.register("ok") { |_ctx| {} }
+    assert_in_delta 0.0, queue.ack_delay
+    session = FakeSession.new
+    queue.instance_variable_set(:@session, session)
+    queue.send(:dispatch, session, V1::ConnectResponse.new(assignment: assignment("JOB", "ok")))
+    assert_equal %i[ack], kinds(session)
+    assert_raises(ArgumentError) do
+      Tasker::QueueWorker.new("127.0.0.1:9", namespaces: ["ns"], enqueue: ->(_payload) {}, ack_delay: 0.02)
+    end
   end
 end

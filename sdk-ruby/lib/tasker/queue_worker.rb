@@ -13,11 +13,16 @@ module Tasker
   #   worker = Tasker::QueueWorker.new(address, namespaces: ["fulfillment"],
   #                                    enqueue: ->(payload) { Tasker::StepJob.perform_later(payload) })
   #   worker.register("ship_order", ShipOrderHandler)   # names advertised in the hello
+  #
+  # It acknowledges each assignment at once, as it hands the lease to a job (no +ack_delay+): the
+  # job may wait in its queue for longer than the server's ack_timeout, and only an acknowledged
+  # lease outlives this stream.
   class QueueWorker < Worker
     def initialize(address, enqueue:, **options)
       raise ArgumentError, "enqueue must respond to call(payload)" unless enqueue.respond_to?(:call)
+      raise ArgumentError, "a QueueWorker acknowledges each lease at once: ack_delay does not apply" if options.key?(:ack_delay)
 
-      super(address, **options)
+      super(address, **options, ack_delay: 0)
       @enqueue = enqueue
     end
 

@@ -13,9 +13,12 @@ module Tasker
   #   trap("TERM") { Thread.new { worker.shutdown(drain_timeout: 30) } }
   #   worker.run                                           # blocks until shutdown completes
   #
-  # Lifecycle of a lease: assignment -> ack (at once) -> handler on one of +capacity+ pool threads
-  # (under the step timeout, in an OpenTelemetry span when available) -> result | failure ->
-  # result_ack. Running leases are heartbeated every heartbeat_interval. A cancellation (or a
+  # Lifecycle of a lease: assignment -> handler on one of +capacity+ pool threads (under the step
+  # timeout, in an OpenTelemetry span when available) -> result | failure -> result_ack. The
+  # assignment is acknowledged only if its handler is still running (or queued for a pool thread)
+  # +ack_delay+ seconds after it arrived: a result or failure implies the acknowledgement, so a
+  # short step costs one message from the worker instead of two (a QueueWorker acknowledges at
+  # once). Running leases are heartbeated every heartbeat_interval. A cancellation (or a
   # heartbeat answer saying the lease is gone) sets ctx.cancelled?, interrupts the handler's
   # thread with Tasker::Cancelled and reports nothing. A timeout reports TRANSIENT StepTimeout
   # and interrupts the handler the same way.
@@ -41,6 +44,7 @@ module Tasker
     WELCOME_TIMEOUT = 30.0
     UNARY_TIMEOUT = Internal::Outcome::UNARY_TIMEOUT
     FLUSH_TIMEOUT = 5.0
+    DEFAULT_ACK_DELAY = 0.02
     TICK = 0.1
     HANDED_OFF = [].freeze # run_handler's answer when another process reports the outcome
     FATAL_CODES = [3, 16, 7, 12].freeze # INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, UNIMPLEMENTED
@@ -66,10 +70,13 @@ module Tasker
                                 keyword_init: true)
     private_constant :PendingOutcome
 
-    attr_reader :address, :namespaces, :capacity, :worker_id, :name
+    attr_reader :address, :namespaces, :capacity, :worker_id, :name, :ack_delay
 
+    # +ack_delay+ (seconds, default 0.02): how long a handler may run before its assignment is
+    # acknowledged; one that finishes sooner is never acknowledged (its outcome implies it).
+    # Capped at a quarter of the server's ack_timeout; 0 acknowledges every assignment at once.
     def initialize(address, namespaces:, capacity: 10, worker_id: nil, name: nil, credentials: nil, token: nil,
-                   logger: nil)
+                   logger: nil, ack_delay: DEFAULT_ACK_DELAY)
       Internal::Channel.validate_address!(address)
       Internal::Channel.validate_credentials!(credentials)
       namespaces = [namespaces] if namespaces.is_a?(String)
@@ -80,10 +87,14 @@ module Tasker
       if worker_id && !(worker_id.is_a?(String) && worker_id.length.between?(1, 64))
         raise ArgumentError, "worker_id must be a String of 1..64 characters"
       end
+      unless ack_delay.is_a?(Numeric) && ack_delay.to_f.finite? && ack_delay >= 0
+        raise ArgumentError, "ack_delay must be a number of seconds >= 0"
+      end
 
       @address = address
       @namespaces = namespaces.dup.freeze
       @capacity = capacity
+      @ack_delay = ack_delay.to_f
       @worker_id = worker_id || SecureRandom.hex(16)
       @name = name || "#{Socket.gethostname}:#{Process.pid}"
       @credentials = credentials
@@ -95,11 +106,14 @@ module Tasker
       @changed = @lock.new_cond
       @leases = {}
       @unacked_outcomes = {} # lease id => PendingOutcome, each with a thread delivering it
+      @acks_due = {} # lease id => [monotonic time, session, lease]: delayed acks, sent by ack_loop
+      @ack_due_changed = @lock.new_cond
       @background = []
       @session = nil
       @jobs = Queue.new
       @heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
       @keepalive_timeout = DEFAULT_KEEPALIVE_TIMEOUT
+      @ack_timeout = nil # the welcome's
       @running = false
       @stopping = false
       @stopped = false
@@ -177,6 +191,7 @@ module Tasker
       @stub = Internal::Channel.stub(V1::WorkerService::Stub, @address, @credentials)
       @pool = Array.new(@capacity) { |i| Thread.new { pool_loop }.tap { |t| t.name = "tasker-pool-#{i}" } }
       @monitor = Thread.new { monitor_loop }.tap { |t| t.name = "tasker-monitor" }
+      @acker = Thread.new { ack_loop }.tap { |t| t.name = "tasker-acks" }
       backoff = Internal::Backoff.new(0.1, 5.0)
       begin
         until @stopped
@@ -269,6 +284,10 @@ module Tasker
         timeout = Internal::Convert.duration_to_seconds(welcome.keepalive_timeout)
         @keepalive_timeout = timeout.positive? ? timeout : nil
       end
+      if welcome.ack_timeout
+        ack_timeout = Internal::Convert.duration_to_seconds(welcome.ack_timeout)
+        @ack_timeout = ack_timeout.positive? ? ack_timeout : nil
+      end
       unless welcome.unknown_namespaces.empty?
         @logger.warn("namespaces without templates (yet): #{welcome.unknown_namespaces.to_a.join(', ')}")
       end
@@ -311,7 +330,11 @@ module Tasker
 
     def on_assignment(session, assignment)
       lease_id = assignment.lease_id
-      if @lock.synchronize { @leases.key?(lease_id) || @unacked_outcomes.key?(lease_id) }
+      held = @lock.synchronize do
+        @acks_due.delete(lease_id) # acknowledged now, not again when the delay is up
+        @leases.key?(lease_id) || @unacked_outcomes.key?(lease_id)
+      end
+      if held
         session.push(ack_message(lease_id)) # re-offered after a reconnect: already ours
         return
       end
@@ -319,7 +342,7 @@ module Tasker
         @logger.info("draining; not taking lease #{lease_id}")
         return
       end
-      session.push(ack_message(lease_id))
+      # Invalid or unhandled: no ack, the failure implies it.
       hard_deadline = Internal::Outcome.lease_deadline(assignment)
       begin
         ctx = StepContext.from_assignment(assignment)
@@ -337,8 +360,45 @@ module Tasker
       end
       lease = Lease.new(lease_id: lease_id, assignment: assignment, ctx: ctx, handler: handler, state: :queued, reported: false,
                         cancelled_by_server: false, hard_deadline: hard_deadline)
-      @lock.synchronize { @leases[lease_id] = lease }
+      delay = effective_ack_delay
+      @lock.synchronize do
+        @leases[lease_id] = lease
+        if delay.positive?
+          @acks_due[lease_id] = [monotonic + delay, session, lease]
+          @ack_due_changed.signal
+        end
+      end
+      session.push(ack_message(lease_id)) unless delay.positive?
       @jobs << lease
+    end
+
+    # ack_delay, kept well below the server's ack_timeout so a lazy ack is never late.
+    def effective_ack_delay
+      @ack_timeout ? [@ack_delay, @ack_timeout / 4].min : @ack_delay
+    end
+
+    # Sends each delayed ack when it is due, if its handler still runs (or waits for a pool
+    # thread), on the stream the assignment came on: a new stream needs none, its hello listed
+    # the lease in held_leases.
+    def ack_loop
+      until @lock.synchronize { @stopped }
+        due = @lock.synchronize do
+          now = monotonic
+          ready = @acks_due.select { |_, (at, _, _)| at <= now }
+          if ready.empty?
+            next_at = @acks_due.values.map(&:first).min
+            @ack_due_changed.wait(next_at ? [next_at - now, 0.5].min : 0.5)
+          end
+          ready.each_key { |id| @acks_due.delete(id) }
+          ready.values.select do |_, session, lease|
+            @leases[lease.lease_id].equal?(lease) && !lease.reported && @session.equal?(session)
+          end
+        end
+        due.each { |_, session, lease| session.push(ack_message(lease.lease_id)) }
+      end
+    rescue StandardError => e
+      @logger.error("acknowledging failed: #{e.class}: #{e.message}")
+      retry
     end
 
     # A lease with nothing running is left alone (an outcome still waiting for its ack stays:
@@ -352,6 +412,7 @@ module Tasker
       @lock.synchronize do
         lease.cancelled_by_server = true
         lease.reported = true # the server ended the lease: report nothing
+        @acks_due.delete(lease_id)
       end
       interrupt(lease)
     end
@@ -443,7 +504,10 @@ module Tasker
     def abandon(lease, exception)
       first = @lock.synchronize do
         won = !lease.reported && lease.state == :running
-        lease.reported = true if won
+        if won
+          lease.reported = true
+          @acks_due.delete(lease.lease_id) # the failure implies the ack
+        end
         won
       end
       return unless first
@@ -456,6 +520,7 @@ module Tasker
 
     def release(lease)
       @leases.delete(lease.lease_id)
+      @acks_due.delete(lease.lease_id) # its outcome (or nothing) follows: no ack needed
       @changed.broadcast
     end
 
@@ -640,7 +705,9 @@ module Tasker
       @lock.synchronize do
         @stopped = true
         @changed.broadcast
+        @ack_due_changed.broadcast
       end
+      @acker&.join(1)
       # Cancelled or fatal without shutdown: stop handlers without reporting; their leases expire.
       @lock.synchronize { @leases.values }.each { |l| @lock.synchronize { l.reported = true }; interrupt(l) }
       @pool&.each { @jobs << nil }
