@@ -20,6 +20,7 @@ from tasker_server.domain.outcomes import (
     decide_admin_retry,
     decide_admin_settle,
     decide_outcome,
+    decide_task,
     error_class,
 )
 from tasker_server.domain.retry import BackoffFactors, ErrorClass, RetryPolicy
@@ -28,8 +29,10 @@ from tasker_server.domain.states import (
     FINAL_TASK_STATES,
     SATISFIED_STEP_STATES,
     STEP_TRANSITIONS,
+    TASK_TRANSITIONS,
     StepEvent,
     StepState,
+    TaskEvent,
     TaskState,
 )
 from tests.unit.test_retry import factors, policies
@@ -115,6 +118,19 @@ def test_a_failed_step_fails_its_task_and_nothing_else_does(
 
 def _plain(step: StepSnapshot, kind: OutcomeKind) -> StepChange:
     return decide_outcome(step, kind, None, NOW, BackoffFactors, random.Random())
+
+
+@given(st.sampled_from(list(TaskState)), st.integers(0, 20), st.integers(1, 20), st.booleans())
+def test_a_tasks_move_is_an_edge_and_a_failure_wins(
+    state: TaskState, satisfied: int, total: int, failed: bool
+) -> None:
+    to = decide_task(state, satisfied, total, failed=failed)
+    if state is not T.IN_PROGRESS or (not failed and satisfied < total):
+        assert to is None
+        return
+    assert to is (T.FAILED if failed else T.COMPLETE)
+    event = TaskEvent.STEP_FAILED if failed else TaskEvent.ALL_STEPS_SATISFIED
+    assert (state, to, event) in TASK_TRANSITIONS
 
 
 def test_the_database_decides_whether_an_attempt_started() -> None:

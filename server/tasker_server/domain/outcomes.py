@@ -43,6 +43,7 @@ __all__ = [
     "decide_admin_retry",
     "decide_admin_settle",
     "decide_outcome",
+    "decide_task",
     "error_class",
 ]
 
@@ -210,6 +211,22 @@ def decide_outcome(
             StepState.FAILED, event_name="step.failed", ends=True, task_effect=TaskEffect.FAIL
         )
     return _checked(change)
+
+
+def decide_task(
+    state: TaskState, satisfied_steps: int, total_steps: int, *, failed: bool
+) -> TaskState | None:
+    """Where a running task goes after its steps changed (``failed``: a required step failed):
+    FAILED (step_failed), COMPLETE once every step is satisfied (all_steps_satisfied), or
+    nowhere (None). Only a running task moves: a failed one waits for an operator, and the steps
+    of a closed one no longer count."""
+    if state is not TaskState.IN_PROGRESS:
+        return None
+    if failed:
+        return TaskState.FAILED
+    if satisfied_steps >= total_steps:
+        return TaskState.COMPLETE
+    return None
 
 
 def _checked(change: StepChange) -> StepChange:

@@ -33,6 +33,7 @@ from tasker_server.domain.outcomes import (
     StepSnapshot,
     TaskEffect,
     decide_outcome,
+    decide_task,
     error_class,
 )
 from tasker_server.domain.retry import BackoffFactors, ErrorClass, RetryPolicy
@@ -478,7 +479,10 @@ async def update_tasks(
         }
         if delta.blocked:
             row["blocked"] = True
-        if task.state == TaskState.IN_PROGRESS and delta.failed_step is not None:
+        decided = decide_task(
+            TaskState(task.state), satisfied, task.total_steps, failed=delta.failed_step is not None
+        )
+        if decided is TaskState.FAILED:
             row.update(state=TaskState.FAILED, end_time=now)
             out.finished_tasks.append(task_id)
             journal.transition(
@@ -499,7 +503,7 @@ async def update_tasks(
                     "total_steps": task.total_steps,
                 },
             )
-        elif task.state == TaskState.IN_PROGRESS and satisfied >= task.total_steps:
+        elif decided is TaskState.COMPLETE:
             completing.append(task)
             row.update(state=TaskState.COMPLETE, end_time=now)
             out.finished_tasks.append(task_id)
