@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tasker_server.domain.errors import FailedPrecondition
@@ -168,6 +170,11 @@ def test_state_sets() -> None:
     # Finished: nothing runs. A failed task is finished but not final (an operator can reopen it).
     assert FINAL_TASK_STATES | {T.FAILED} == FINISHED_TASK_STATES
     assert SATISFIED_STEP_STATES <= FINAL_STEP_STATES
+
+
+def test_the_docs_page_is_the_rendered_table() -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "states.md"
+    assert page.read_text().endswith(render_markdown_table()), "regenerate docs/states.md"
 
 
 def test_render_markdown_table_lists_every_edge() -> None:
