@@ -28,7 +28,7 @@ from tasker_server.engine.engine import Engine
 from tasker_server.store.db import Database
 from tasker_server.store.dispatch import ClaimedStep, admit_tasks, claim_steps, start_leases
 from tasker_server.store.journal import Journal
-from tasker_server.store.models import Namespace, Step, StepAttempt, Task, Transition
+from tasker_server.store.models import Event, Namespace, Step, StepAttempt, Task, Transition
 from tasker_server.store.outcomes import BatchResult, Outcome, OutcomeKind, apply_outcomes
 from tests.support.server import FAST_TIMERS
 
@@ -279,6 +279,20 @@ async def test_failures_retry_then_fail_the_task_and_an_optional_step_is_skipped
     assert (steps["a"].state, steps["a"].attempts) == ("retrying", 1)
     assert steps["a"].ready_at is not None
     assert steps["opt"].state == "skipped" and steps["after_opt"].pending_parents == 0
+    async with store.database.session(read_only=True) as s:
+        [meta] = (
+            await s.execute(
+                select(Transition.metadata_).where(
+                    Transition.step_id == steps["a"].id, Transition.event == "failure"
+                )
+            )
+        ).scalars()
+        [event] = (
+            await s.execute(select(Event.payload).where(Event.name == "step.retrying"))
+        ).scalars()
+    # The delay is the event's news; the transition records the attempt and its error.
+    assert meta == {"attempt": 1, "error_class": "delayed", "error_type": "E"}
+    assert event["metadata"]["delay_ms"] > 0
     assert set(await store.claim()) == {"after_opt"}  # a waits for its backoff
 
     async with store.database.session() as s:  # the backoff elapses

@@ -354,7 +354,7 @@ def _apply(
         meta["fallback_handler"] = change.fallback_handler
     journal.transition(**transition, reason=o.message[:1000] or None, metadata=meta)
     if change.delay_seconds is not None:
-        meta["delay_ms"] = round(change.delay_seconds * 1000)
+        meta = {**meta, "delay_ms": round(change.delay_seconds * 1000)}
     assert change.event_name is not None
     journal.event(change.event_name, **base_event, metadata=meta)
 
