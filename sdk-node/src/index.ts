@@ -52,7 +52,13 @@ export {
   stepErrorFromException,
 } from "./internal/errors";
 export type { FieldViolation, HandlerErrorOptions, RetryableErrorOptions, TaskerErrorOptions } from "./internal/errors";
-export { TASK_STATES, TERMINAL_EVENTS, TERMINAL_TASK_STATES } from "./internal/models";
+export {
+  FINAL_TASK_STATES,
+  FINISHED_TASK_STATES,
+  TASK_STATES,
+  TERMINAL_EVENTS,
+  TERMINAL_TASK_STATES,
+} from "./internal/models";
 export type {
   CircuitBreaker,
   Event,

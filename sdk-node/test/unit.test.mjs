@@ -236,7 +236,7 @@ test("invalid client and worker arguments throw InvalidArgumentError before any 
 test("the public API is exactly this list", () => {
   const expected = [
     "AbortedError", "AlreadyExistsError", "BusinessLogicError", "Client", "DEFAULT_ACTOR",
-    "FailedPreconditionError", "HandlerError", "InternalError", "InvalidArgumentError",
+    "FINAL_TASK_STATES", "FINISHED_TASK_STATES", "FailedPreconditionError", "HandlerError", "InternalError", "InvalidArgumentError",
     "ManualInterventionError", "NotFoundError", "PermanentError", "PermissionDeniedError", "ResourceExhaustedError",
     "RetryableError", "SDK_VERSION", "SequenceInfo", "TASK_STATES", "TERMINAL_EVENTS",
     "TERMINAL_TASK_STATES", "TaskEventBridge", "TaskerError", "UnauthenticatedError",

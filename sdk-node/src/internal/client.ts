@@ -19,7 +19,7 @@ import { argumentError, fromRpcError, TaskerError, UnavailableError } from "./er
 import {
   TASK_STATES,
   TERMINAL_EVENTS,
-  TERMINAL_TASK_STATES,
+  FINISHED_TASK_STATES,
   taskStateValue,
   toCircuitBreaker,
   toEvent,
@@ -415,14 +415,14 @@ export class Client {
             if (TERMINAL_EVENTS.has(event.eventName)) {
               const task = await this.getTask(taskId);
               // A failed task may have been retried since; keep watching then.
-              if (TERMINAL_TASK_STATES.has(task.state)) return task;
+              if (FINISHED_TASK_STATES.has(task.state)) return task;
             }
           }
         } finally {
           await events.return(undefined);
         }
         const task = await this.getTask(taskId);
-        if (TERMINAL_TASK_STATES.has(task.state)) return task;
+        if (FINISHED_TASK_STATES.has(task.state)) return task;
         await sleep(500, stop.signal);
       }
       return undefined;

@@ -6,8 +6,14 @@ import { durationToMs, enumName } from "./convert";
 
 export const TASK_STATES = ["pending", "in_progress", "complete", "failed", "cancelled", "resolved_manually"] as const;
 export type TaskStateName = (typeof TASK_STATES)[number];
-/** `failed` is included: nothing further runs unless an operator retries a step. */
-export const TERMINAL_TASK_STATES: ReadonlySet<string> = new Set(["complete", "failed", "cancelled", "resolved_manually"]);
+// The server's two words for "done" (server/tasker_server/domain/states.py; a test keeps the three
+// SDKs equal to it).
+/** Final: nothing, not even an operator, changes the task again. */
+export const FINAL_TASK_STATES: ReadonlySet<string> = new Set(["complete", "cancelled", "resolved_manually"]);
+/** Finished: nothing runs. `failed` is included: nothing further runs unless an operator retries a step. */
+export const FINISHED_TASK_STATES: ReadonlySet<string> = new Set(["complete", "failed", "cancelled", "resolved_manually"]);
+/** The name earlier releases used for FINISHED_TASK_STATES. */
+export const TERMINAL_TASK_STATES: ReadonlySet<string> = FINISHED_TASK_STATES;
 export const TERMINAL_EVENTS: ReadonlySet<string> = new Set([
   "task.completed",
   "task.failed",
@@ -135,7 +141,7 @@ export function toTask(p: pb.Task, created = true): Task {
     endTime: p.endTime,
     deadline: p.deadline,
     created,
-    isTerminal: TERMINAL_TASK_STATES.has(state),
+    isTerminal: FINISHED_TASK_STATES.has(state),
     step(name: string): Step {
       const found = steps.find((s) => s.name === name);
       if (!found) throw new RangeError(`task ${p.taskId} has no step ${JSON.stringify(name)}`);

@@ -27,7 +27,7 @@ from tasker._channel import Backoff, call_metadata, open_channel
 from tasker._convert import dict_to_struct, to_timestamp
 from tasker._errors import UnavailableError, from_rpc_error
 from tasker._models import (
-    TERMINAL_TASK_STATES,
+    FINISHED_TASK_STATES,
     CircuitBreaker,
     Event,
     Namespace,
@@ -459,10 +459,10 @@ class Client:
                         if event.event_name in TERMINAL_EVENTS:
                             task = await self.get_task(task_id)
                             # A failed task may have been retried since; keep watching then.
-                            if task.state in TERMINAL_TASK_STATES:
+                            if task.state in FINISHED_TASK_STATES:
                                 return task
                 task = await self.get_task(task_id)
-                if task.state in TERMINAL_TASK_STATES:
+                if task.state in FINISHED_TASK_STATES:
                     return task
                 # The stream ended without a terminal state (e.g. a server that ends it on
                 # task.failed before an operator retry); look again shortly.

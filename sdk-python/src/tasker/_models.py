@@ -19,6 +19,8 @@ from tasker._convert import (
 from tasker.v1 import resources_pb2
 
 __all__ = [
+    "FINAL_TASK_STATES",
+    "FINISHED_TASK_STATES",
     "TASK_STATES",
     "TERMINAL_TASK_STATES",
     "CircuitBreaker",
@@ -42,8 +44,14 @@ TASK_STATES = (
     "cancelled",
     "resolved_manually",
 )
-# ``failed`` is included: nothing further runs unless an operator retries a step.
-TERMINAL_TASK_STATES = frozenset({"complete", "failed", "cancelled", "resolved_manually"})
+# The server's two words for "done" (server/tasker_server/domain/states.py; a test keeps the three
+# SDKs equal to it). Final: nothing, not even an operator, changes the task again.
+FINAL_TASK_STATES = frozenset({"complete", "cancelled", "resolved_manually"})
+# Finished: nothing runs. ``failed`` is included: nothing further runs unless an operator retries a
+# step. Waiting for a task stops here.
+FINISHED_TASK_STATES = FINAL_TASK_STATES | {"failed"}
+# The name earlier releases used for FINISHED_TASK_STATES.
+TERMINAL_TASK_STATES = FINISHED_TASK_STATES
 
 
 def task_state_value(state: str) -> Any:
@@ -144,7 +152,7 @@ class Task:
     @property
     def is_terminal(self) -> bool:
         """True for complete, failed, cancelled and resolved_manually."""
-        return self.state in TERMINAL_TASK_STATES
+        return self.state in FINISHED_TASK_STATES
 
     def step(self, name: str) -> Step:
         """The step named ``name`` (KeyError if absent)."""

@@ -6,7 +6,14 @@ module Tasker
   C = Internal::Convert # shorthand for the model and context builders
   private_constant :C
 
-  TERMINAL_TASK_STATES = %w[complete failed cancelled resolved_manually].freeze
+  # The server's two words for "done" (server/tasker_server/domain/states.py; a test keeps the
+  # three SDKs equal to it). Final: nothing, not even an operator, changes the task again.
+  FINAL_TASK_STATES = %w[complete cancelled resolved_manually].freeze
+  # Finished: nothing runs. "failed" is included: nothing further runs unless an operator retries
+  # a step. Waiting for a task stops here.
+  FINISHED_TASK_STATES = %w[complete failed cancelled resolved_manually].freeze
+  # The name earlier releases used for FINISHED_TASK_STATES.
+  TERMINAL_TASK_STATES = FINISHED_TASK_STATES
   TERMINAL_EVENTS = %w[task.completed task.failed task.cancelled task.resolved_manually].freeze
 
   StepErrorInfo = Struct.new(:error_class, :error_type, :message, :backtrace, :retry_after, :metadata,
@@ -50,7 +57,7 @@ module Tasker
     end
 
     def terminal?
-      TERMINAL_TASK_STATES.include?(state)
+      FINISHED_TASK_STATES.include?(state)
     end
 
     def step(name)

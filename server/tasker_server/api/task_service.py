@@ -11,7 +11,7 @@ import grpc
 from tasker.v1 import task_service_pb2 as pb
 from tasker.v1 import task_service_pb2_grpc as pb_grpc
 from tasker_server.domain import errors
-from tasker_server.domain.states import TaskState
+from tasker_server.domain.states import FINISHED_TASK_STATES
 from tasker_server.engine.commands import Commands
 from tasker_server.store import tasks as task_store
 
@@ -21,12 +21,6 @@ from .event_service import check_retention, follow
 __all__ = ["TaskService"]
 
 _TERMINAL_EVENTS = {"task.completed", "task.failed", "task.cancelled", "task.resolved_manually"}
-_TERMINAL_STATES = {
-    TaskState.COMPLETE,
-    TaskState.FAILED,
-    TaskState.CANCELLED,
-    TaskState.RESOLVED_MANUALLY,
-}
 
 
 def _trace_context(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str | None, str | None]:
@@ -125,7 +119,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         after = request.after_sequence
         await check_retention(self.commands.db, after)
         # A task already finished before the call: replay what is left, then end.
-        finished = detail.task.state in _TERMINAL_STATES
+        finished = detail.task.state in FINISHED_TASK_STATES
         async for page in follow(self.engine, after, task_id=task_id):
             for row in page:
                 yield pb.WatchTaskResponse(event=convert.event_message(row))

@@ -22,9 +22,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from tasker_server.domain.retry import ErrorClass
 from tasker_server.engine.engine import Engine
+from tasker_server.store.journal import ILLEGAL_TRANSITIONS
 from tasker_server.store.stats import pool_usage
 
 __all__ = ["Metrics"]
@@ -54,6 +57,24 @@ def _metadata(event: dict[str, Any]) -> dict[str, Any]:
     payload = event.get("payload") or {}
     meta = payload.get("metadata") if isinstance(payload, dict) else None
     return meta if isinstance(meta, dict) else {}
+
+
+class _IllegalTransitions(Collector):
+    """``tasker_illegal_transitions_total``: transitions written that the table does not allow.
+
+    Read from the store's process-wide count at scrape time (the store has no registry); it
+    should stay at zero, and any sample names the edge to fix. Labels are bounded: states and
+    events are enums."""
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "tasker_illegal_transitions",
+            "State transitions written that are not edges of the transition table (a bug).",
+            labels=["entity", "from_state", "to_state", "event"],
+        )
+        for labels, count in list(ILLEGAL_TRANSITIONS.items()):
+            family.add_metric(list(labels), count)
+        yield family
 
 
 class Metrics:
@@ -160,6 +181,7 @@ class Metrics:
             "Database connections the pool may open (pool size + overflow).",
             registry=r,
         )
+        r.register(_IllegalTransitions())
         self.gauge_interval = gauge_interval
         self._engine: Engine | None = None
         self._task: asyncio.Task[None] | None = None

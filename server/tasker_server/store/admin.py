@@ -1,9 +1,11 @@
 """Operator actions on steps and tasks: retry, resolve or complete by hand, resolve a task.
 
-Each action is a compare-and-set transition from the one table (``domain.states``), recorded with
-the operator's actor and reason, in one transaction with its events. Satisfying a step by hand
-goes through the same dependency release and task completion as a worker's result
-(``outcomes.release_children`` / ``outcomes.update_tasks``).
+What each action may do is decided in ``domain.outcomes`` (``decide_admin_retry`` /
+``decide_admin_settle``: an edge of the one table, or FAILED_PRECONDITION naming the current
+state); here it is applied as a compare-and-set, recorded with the operator's actor and reason,
+in one transaction with its events. Satisfying a step by hand goes through the same dependency
+release and task completion as a worker's result (``outcomes.release_children`` /
+``outcomes.update_tasks``).
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tasker_server.domain import errors
-from tasker_server.domain.states import (
-    ACTIVE_STEP_STATES,
-    StepState,
-    TaskState,
-    check_step_transition,
-    check_task_transition,
+from tasker_server.domain.outcomes import (
+    AdminChange,
+    StepSnapshot,
+    decide_admin_retry,
+    decide_admin_settle,
 )
+from tasker_server.domain.states import StepState, TaskEvent, TaskState
 
 from .journal import Journal
 from .models import Step, Task, Template
@@ -28,8 +30,6 @@ from .outcomes import BatchResult, TaskDelta, release_children, update_tasks
 from .tasks import close_task, locked_task
 
 __all__ = ["complete_or_resolve_step", "load_step", "resolve_task", "retry_step"]
-
-_OPEN_TASK_STATES = {TaskState.PENDING, TaskState.IN_PROGRESS, TaskState.FAILED}
 
 
 async def load_step(session: AsyncSession, task_id: int, step_name: str) -> tuple[Task, Step]:
@@ -45,15 +45,6 @@ async def load_step(session: AsyncSession, task_id: int, step_name: str) -> tupl
     return task, step
 
 
-def _require_open_task(task: Task, action: str) -> None:
-    if task.state not in _OPEN_TASK_STATES:
-        raise errors.FailedPrecondition(
-            f"cannot {action}: task {task.id} is {task.state}",
-            current_state=task.state,
-            reason="TASK_CLOSED",
-        )
-
-
 async def _refresh_blocked(session: AsyncSession, task_id: int) -> None:
     blocked = exists().where(Step.task_id == task_id, Step.state == StepState.BLOCKED)
     await session.execute(
@@ -65,11 +56,15 @@ async def _refresh_blocked(session: AsyncSession, task_id: int) -> None:
 
 
 async def _reopen_failed_task(
-    session: AsyncSession, journal: Journal, task: Task, actor: str, reason: str
+    session: AsyncSession,
+    journal: Journal,
+    task: Task,
+    change: AdminChange,
+    actor: str,
+    reason: str,
 ) -> None:
-    if task.state != TaskState.FAILED:
+    if not change.reopen_task:
         return
-    check_task_transition(task.state, TaskState.IN_PROGRESS)
     await session.execute(
         update(Task)
         .where(Task.id == task.id, Task.state == TaskState.FAILED)
@@ -80,7 +75,7 @@ async def _reopen_failed_task(
         task_id=task.id,
         from_state=TaskState.FAILED,
         to_state=TaskState.IN_PROGRESS,
-        event="resume",
+        event=TaskEvent.RESUME,
         actor=actor,
         reason=reason or None,
     )
@@ -91,26 +86,19 @@ async def retry_step(
     session: AsyncSession, journal: Journal, task_id: int, step_name: str, actor: str, reason: str
 ) -> Step:
     task, step = await load_step(session, task_id, step_name)
-    _require_open_task(task, "retry a step")
-    if step.state not in (StepState.FAILED, StepState.BLOCKED):
-        raise errors.FailedPrecondition(
-            f"only a failed or blocked step can be retried; step {step_name} is {step.state}",
-            current_state=step.state,
-            reason="ILLEGAL_STEP_TRANSITION",
-        )
-    check_step_transition(step.state, StepState.RETRYING)
-    await _reopen_failed_task(session, journal, task, actor, reason)
+    snapshot = StepSnapshot(StepState(step.state), step.attempts, is_fallback=step.is_fallback)
+    change = decide_admin_retry(
+        TaskState(task.state), snapshot, step.retry.get("max_attempts", step.max_attempts)
+    )
+    await _reopen_failed_task(session, journal, task, change, actor, reason)
     values: dict[str, Any] = {
-        "state": StepState.RETRYING,
+        "state": change.to_state,
         "ready_at": journal.now,
-        # A fresh attempt budget: the operator fixed what made it fail.
-        "max_attempts": step.attempts + step.retry.get("max_attempts", step.max_attempts),
+        "max_attempts": change.max_attempts,
         "end_time": None,
         "update_time": journal.now,
     }
-    if step.is_fallback:
-        # The fallback replaced the primary handler on the row and failed too: the operator's
-        # retry is of the step, so the primary runs again, with its fallback behind it.
+    if change.restore_primary:
         values.update(handler=await _primary_handler(session, task, step.name), is_fallback=False)
     await session.execute(
         update(Step)
@@ -121,14 +109,14 @@ async def retry_step(
     journal.transition(
         task_id=task.id,
         step_id=step.id,
-        from_state=step.state,
-        to_state=StepState.RETRYING,
-        event="admin_retry",
+        from_state=change.from_state,
+        to_state=change.to_state,
+        event=change.event,
         actor=actor,
         reason=reason or None,
     )
     journal.event(
-        "step.retrying",
+        change.event_name,
         task_id=task.id,
         namespace=task.namespace,
         correlation_id=task.correlation_id,
@@ -168,30 +156,16 @@ async def complete_or_resolve_step(
     Returns the step, what the change finished, and the lease to revoke if it was running.
     """
     task, step = await load_step(session, task_id, step_name)
-    verb = "complete" if to_state == StepState.COMPLETE else "resolve"
-    _require_open_task(task, f"{verb} a step")
-    allowed = {
-        StepState.PENDING,
-        StepState.ENQUEUED,
-        StepState.IN_PROGRESS,
-        StepState.RETRYING,
-        StepState.FAILED,
-        StepState.BLOCKED,
-    }
-    if step.state not in allowed:
-        raise errors.FailedPrecondition(
-            f"cannot {verb} step {step_name}: it is {step.state}",
-            current_state=step.state,
-            reason="ILLEGAL_STEP_TRANSITION",
-        )
-    was_active = step.state in {s.value for s in ACTIVE_STEP_STATES}
-    lease = step.lease_id if was_active else None
-    await _reopen_failed_task(session, journal, task, actor, reason)
+    change = decide_admin_settle(
+        TaskState(task.state), StepState(step.state), complete=to_state == StepState.COMPLETE
+    )
+    lease = step.lease_id if change.revoke_lease else None
+    await _reopen_failed_task(session, journal, task, change, actor, reason)
     await session.execute(
         update(Step)
         .where(Step.id == step.id, Step.state == step.state)
         .values(
-            state=to_state,
+            state=change.to_state,
             result=result,
             lease_id=None,
             lease_expires_at=None,
@@ -204,14 +178,14 @@ async def complete_or_resolve_step(
     journal.transition(
         task_id=task.id,
         step_id=step.id,
-        from_state=step.state,
-        to_state=to_state,
-        event="admin_complete" if to_state == StepState.COMPLETE else "resolve_manually",
+        from_state=change.from_state,
+        to_state=change.to_state,
+        event=change.event,
         actor=actor,
         reason=reason or None,
     )
     journal.event(
-        "step.completed" if to_state == StepState.COMPLETE else "step.resolved_manually",
+        change.event_name,
         task_id=task.id,
         namespace=task.namespace,
         correlation_id=task.correlation_id,
@@ -220,10 +194,10 @@ async def complete_or_resolve_step(
     )
     await release_children(session, journal, [step.id], {task.id: task})
     out = BatchResult()
-    delta = TaskDelta(in_flight=-1 if was_active else 0, satisfied=1)
+    delta = TaskDelta(in_flight=-1 if change.revoke_lease else 0, satisfied=1)
     await update_tasks(session, journal, {task.id: task}, {task.id: delta}, out)
     await _refresh_blocked(session, task.id)
-    step.state = to_state
+    step.state = change.to_state
     step.result = result
     return step, out, lease
 
@@ -237,7 +211,7 @@ async def resolve_task(
         journal,
         task,
         TaskState.RESOLVED_MANUALLY,
-        event="resolve_manually",
+        event=TaskEvent.RESOLVE_MANUALLY,
         event_name="task.resolved_manually",
         actor=actor,
         reason=reason,

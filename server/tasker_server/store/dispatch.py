@@ -23,10 +23,24 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, false, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tasker_server.domain.states import StepState, TaskState, allowed_step_sources
+from tasker_server.domain.states import (
+    StepEvent,
+    StepState,
+    TaskEvent,
+    TaskState,
+    allowed_step_sources,
+)
 
 from .journal import Journal
-from .models import Namespace, Step, StepEdge, Task, Worker
+from .models import (
+    LEASED_STEP_STATES,
+    READY_STEP_STATES,
+    Namespace,
+    Step,
+    StepEdge,
+    Task,
+    Worker,
+)
 from .types import dialect_name, in_literals
 
 __all__ = ["ClaimedStep", "DependencyRow", "admit_tasks", "claim_steps"]
@@ -34,8 +48,6 @@ __all__ = ["ClaimedStep", "DependencyRow", "admit_tasks", "claim_steps"]
 _ADMISSION_LOCK = 0x7A5C3E3
 # Readiness queries per claim at most (see claim_steps: tasks out of room in the first rows).
 _CLAIM_ROUNDS = 3
-# The claim is the transition to ENQUEUED: its sources come from the one transition table.
-_READY_STATES = tuple(sorted(s.value for s in allowed_step_sources(StepState.ENQUEUED)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +130,7 @@ async def admit_tasks(session: AsyncSession, journal: Journal, server_cap: int) 
             task_id=task_id,
             from_state=TaskState.PENDING,
             to_state=TaskState.IN_PROGRESS,
-            event="admit",
+            event=TaskEvent.ADMIT,
         )
         journal.event(
             "task.started",
@@ -181,7 +193,7 @@ async def claim_steps(
         select(Step, Task)
         .join(Task, Task.id == Step.task_id)
         .where(
-            in_literals(Step.state, _READY_STATES),
+            in_literals(Step.state, READY_STEP_STATES),
             Step.pending_parents == 0,
             Step.namespace.in_(namespaces),
             Step.handler.in_(handlers),
@@ -260,7 +272,7 @@ async def claim_steps(
             step_id=step.id,
             from_state=step.state,
             to_state=StepState.ENQUEUED,
-            event="claim",
+            event=StepEvent.CLAIM,
             actor=f"worker:{owners[step.id]}",
         )
     await session.execute(
@@ -387,7 +399,7 @@ async def start_leases(
             update(Step)
             .where(
                 Step.lease_id.in_(lease_ids),
-                Step.state.in_(allowed_step_sources(StepState.IN_PROGRESS)),
+                Step.state.in_(allowed_step_sources(StepState.IN_PROGRESS, StepEvent.ACK)),
             )
             .values(
                 state=StepState.IN_PROGRESS,
@@ -425,7 +437,7 @@ async def start_leases(
             step_id=step_id,
             from_state=StepState.ENQUEUED,
             to_state=StepState.IN_PROGRESS,
-            event="ack",
+            event=StepEvent.ACK,
             actor=f"worker:{holder or worker_id}",
         )
         journal.event(
@@ -443,7 +455,7 @@ async def ready_depth(session: AsyncSession) -> dict[str, int]:
     """Ready steps per namespace (served by the ready partial index)."""
     rows = await session.execute(
         select(Step.namespace, func.count())
-        .where(in_literals(Step.state, _READY_STATES), Step.pending_parents == 0)
+        .where(in_literals(Step.state, READY_STEP_STATES), Step.pending_parents == 0)
         .group_by(Step.namespace)
     )
     return {ns: int(n) for ns, n in rows.all()}
@@ -455,7 +467,7 @@ async def expired_leases(
     """Leases to take back, each with whether its worker vanished: past their hard deadline, or
     (``silent_before``) held by a worker that no replica has seen since then — its stream died
     with a replica that crashed, so nothing else would release it before the deadline."""
-    leased = in_literals(Step.state, [StepState.ENQUEUED.value, StepState.IN_PROGRESS.value])
+    leased = in_literals(Step.state, LEASED_STEP_STATES)
     vanished = (
         Worker.last_seen_time < silent_before if silent_before is not None else false()
     ).label("vanished")

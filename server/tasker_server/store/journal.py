@@ -3,10 +3,20 @@
 Every state change goes through a ``Journal``: the transition row and the lifecycle event are
 inserted in the same transaction as the change itself (two bulk INSERTs per unit of work, however
 many steps changed), so an event exists if and only if its change committed.
+
+It is also the one place where the transition table is enforced: ``transition()`` checks every
+(from, to, event) against ``domain.states``. An edge missing from the table is a bug in the
+caller, not bad input (requests are checked before they reach the store), so production logs it
+and counts it in ``ILLEGAL_TRANSITIONS`` (exported as ``tasker_illegal_transitions_total``) rather
+than failing a tick that already changed rows; with ``TASKER_STRICT_TRANSITIONS=1`` (set by the
+test suite, inherited by the servers it starts) it raises ``IllegalTransition`` so a test fails.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,14 +24,30 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tasker_server.domain.errors import FailedPrecondition
+from tasker_server.domain.states import check_step_transition, check_task_transition
+
 from .models import Event, Transition
 from .types import dialect_name, utcnow
 
-__all__ = ["NOTIFY_CHANNEL", "Journal"]
+__all__ = ["ILLEGAL_TRANSITIONS", "NOTIFY_CHANNEL", "IllegalTransition", "Journal"]
+
+log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "tasker_changes"
 
 _EVENT_LOCK = 0x7A5C3E2
+
+# Read once: the test suite sets it before anything imports the store.
+STRICT_TRANSITIONS = os.environ.get("TASKER_STRICT_TRANSITIONS", "") == "1"
+
+ILLEGAL_TRANSITIONS: Counter[tuple[str, str, str, str]] = Counter()
+"""Transitions written that are not edges of the table, by (entity, from, to, event). Process-wide
+(the store has no metrics registry): a server exports it; it should stay empty."""
+
+
+class IllegalTransition(AssertionError):
+    """A code path wrote a transition that is not in the table (strict mode only)."""
 
 
 @dataclass(slots=True)
@@ -46,6 +72,9 @@ class Journal:
         reason: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        """Records a state change of a step (``step_id``) or of a task; see the module docstring
+        for what happens when it is not an edge of the table."""
+        _check("step" if step_id is not None else "task", from_state, to_state, event)
         self.transitions.append(
             {
                 "task_id": task_id,
@@ -119,3 +148,24 @@ class Journal:
             self.events = []
         if postgres and changed and not notified:
             await session.execute(text("SELECT pg_notify(:channel, :origin)"), notice)
+
+
+def _check(entity: str, from_state: str | None, to_state: str, event: str) -> None:
+    try:
+        if entity == "step":
+            check_step_transition(from_state or "", to_state, event)
+        else:
+            check_task_transition(from_state, to_state, event)
+    except (FailedPrecondition, ValueError) as exc:
+        if STRICT_TRANSITIONS:
+            raise IllegalTransition(f"{entity} {from_state} -> {to_state} by {event}") from exc
+        ILLEGAL_TRANSITIONS[(entity, str(from_state), str(to_state), event)] += 1
+        log.error(
+            "illegal transition written",
+            extra={
+                "entity": entity,
+                "from_state": from_state,
+                "to_state": to_state,
+                "event": event,
+            },
+        )

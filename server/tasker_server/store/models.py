@@ -33,10 +33,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from tasker_server.domain.states import (
+    ACTIVE_STEP_STATES,
+    StepEvent,
+    StepState,
+    allowed_step_sources,
+)
+
 from .types import BigId, JSONDocument, UTCDateTime, utcnow
 
 __all__ = [
+    "LEASED_STEP_STATES",
     "NAMING_CONVENTION",
+    "READY_STEP_STATES",
     "Base",
     "CircuitBreaker",
     "Event",
@@ -189,7 +198,18 @@ class Step(Base):
 
 # The ready queue. Partial on both dialects: it holds only claimable rows, so it stays small however
 # many finished steps accumulate. A claim's WHERE must imply this predicate to use it.
-_READY = text("state IN ('pending', 'retrying') AND pending_parents = 0")
+READY_STEP_STATES = tuple(
+    sorted(s.value for s in allowed_step_sources(StepState.ENQUEUED, StepEvent.CLAIM))
+)
+"""The claim's sources in the transition table: the states of the ready queue."""
+LEASED_STEP_STATES = tuple(sorted(s.value for s in ACTIVE_STEP_STATES))
+
+
+def _state_in(values: tuple[str, ...]) -> str:
+    return "state IN (" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+_READY = text(_state_in(READY_STEP_STATES) + " AND pending_parents = 0")
 Index(
     "ix_steps_ready",
     Step.namespace,
@@ -200,7 +220,7 @@ Index(
     sqlite_where=_READY,
 )
 # Lease expiry sweep: only leased rows.
-_LEASED = text("state IN ('enqueued', 'in_progress')")
+_LEASED = text(_state_in(LEASED_STEP_STATES))
 Index(
     "ix_steps_lease_expiry",
     Step.lease_expires_at,

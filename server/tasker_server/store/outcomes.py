@@ -19,15 +19,31 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from enum import StrEnum
+from datetime import datetime
+from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tasker_server.domain.retry import BackoffFactors, ErrorClass, RetryAction, RetryPolicy, decide
-from tasker_server.domain.states import ACTIVE_STEP_STATES, StepState, TaskState
+from tasker_server.domain.outcomes import (
+    Failure,
+    OutcomeKind,
+    StepChange,
+    StepSnapshot,
+    TaskEffect,
+    decide_outcome,
+    decide_task,
+    error_class,
+)
+from tasker_server.domain.retry import BackoffFactors, ErrorClass, RetryPolicy
+from tasker_server.domain.states import (
+    ACTIVE_STEP_STATES,
+    StepEvent,
+    StepState,
+    TaskEvent,
+    TaskState,
+)
 
 from .journal import Journal
 from .models import Step, StepAttempt, StepEdge, Task
@@ -40,18 +56,9 @@ log = logging.getLogger(__name__)
 _ACTIVE = [s.value for s in ACTIVE_STEP_STATES]
 # Failures that speak about the downstream's health feed its circuit breaker; business-logic and
 # permanent errors are about the request, not the dependency.
-_BREAKER_FAILURES = {ErrorClass.TRANSIENT.value, ErrorClass.DELAYED.value}
+_BREAKER_FAILURES = {ErrorClass.TRANSIENT, ErrorClass.DELAYED}
 _MAX_MESSAGE = 16 * 1024
 _MAX_BACKTRACE = 64 * 1024
-
-
-class OutcomeKind(StrEnum):
-    SUCCESS = "success"
-    FAILURE = "failure"
-    # Assignment never acknowledged (or its worker vanished before starting): requeue, no attempt.
-    RELEASE = "release"
-    # The lease ran out (worker lost, hung past its timeout): transient failure if it had started.
-    EXPIRE = "expire"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,161 +164,20 @@ async def apply_outcomes(
             continue
         seen[o.lease_id] = o
         task = tasks[step.task_id]
-        delta = deltas.setdefault(task.id, TaskDelta())
-        delta.in_flight -= 1
-        out.wake = True
-        started = step.state == StepState.IN_PROGRESS
-        attempt = step.attempts if started else step.attempts + 1
-        actor = f"worker:{o.worker_id}" if o.worker_id else "system"
-        update_row: dict[str, Any] = {"id": step.id, "update_time": now, "worker_id": None}
-
-        kind = o.kind
-        if kind is OutcomeKind.EXPIRE and not started:
-            kind = OutcomeKind.RELEASE
-        if kind is OutcomeKind.RELEASE:
-            to = StepState.RETRYING if step.attempts > 0 else StepState.PENDING
-            # The lease id is cleared: a late result for it is stale, not a duplicate.
-            update_row.update(state=to, lease_id=None, lease_expires_at=None)
-            step_updates.append(update_row)
-            journal.transition(
-                task_id=task.id,
-                step_id=step.id,
-                from_state=step.state,
-                to_state=to,
-                event="release",
-                actor=actor,
-                reason=o.message or "assignment not acknowledged",
-            )
-            out.verdicts.append(Verdict(o.lease_id, True))
-            continue
-
-        update_row.update(attempts=attempt, lease_expires_at=None)
-        if not started:
-            update_row["start_time"] = step.start_time or now
-        base_event: dict[str, Any] = {
-            "task_id": task.id,
-            "namespace": task.namespace,
-            "correlation_id": task.correlation_id,
-            "step_name": step.name,
-        }
-        if kind is OutcomeKind.SUCCESS:
-            update_row.update(state=StepState.COMPLETE, result=o.result or {}, end_time=now)
-            out.breaker_feed.append((step.breaker_key, True, o.lease_id))
-            out.handler_feed.append((step.handler, True))
-            step_updates.append(update_row)
-            satisfied_ids.append(step.id)
-            delta.satisfied += 1
-            attempts.append(_attempt(step, attempt, o, "complete", now))
-            journal.transition(
-                task_id=task.id,
-                step_id=step.id,
-                from_state=step.state,
-                to_state=StepState.COMPLETE,
-                event="result",
-                actor=actor,
-            )
-            journal.event(
-                "step.completed",
-                **base_event,
-                metadata={"attempt": attempt, "execution_time_ms": o.execution_ms or 0},
-            )
-            out.verdicts.append(Verdict(o.lease_id, True))
-            continue
-
-        # FAILURE or EXPIRE of a started attempt.
-        if kind is OutcomeKind.EXPIRE:
-            error_class, error_type = ErrorClass.TRANSIENT.value, o.error_type or "LeaseExpired"
-        else:
-            error_class = _error_class(o.error_class)
-            error_type = o.error_type
-        error = {
-            "error_class": error_class,
-            "error_type": error_type[:256],
-            "message": o.message[:_MAX_MESSAGE],
-            "backtrace": o.backtrace[:_MAX_BACKTRACE],
-            "retry_after": o.retry_after,
-            "metadata": o.error_metadata,
-        }
-        policy = RetryPolicy(**{**step.retry, "max_attempts": step.max_attempts})
-        context = factors(step, task) if factors else BackoffFactors(priority=task.priority)
-        decision = decide(policy, error_class, attempt, o.retry_after, context, rng)
-        if decision.clamped_hint:
-            log.warning(
-                "retry_after hint clamped into [0, max_delay]",
-                extra={
-                    "lease_id": o.lease_id,
-                    "step": step.name,
-                    "hint": o.retry_after,
-                    "max_delay": policy.max_delay_seconds,
-                },
-            )
-        if not o.lost:
-            if error_class in _BREAKER_FAILURES:
-                out.breaker_feed.append((step.breaker_key, False, o.lease_id))
-            out.handler_feed.append((step.handler, False))
-        attempts.append(
-            _attempt(
-                step,
-                attempt,
-                o,
-                "lease_expired" if kind is OutcomeKind.EXPIRE else "failed",
-                now,
-                error,
-            )
+        change = decide_outcome(
+            _snapshot(step),
+            o.kind,
+            Failure(error_class(o.error_class), o.retry_after),
+            now,
+            partial(factors, step, task) if factors else partial(_no_factors, task),
+            rng,
         )
-        update_row["last_error"] = error
-        if kind is OutcomeKind.EXPIRE:
-            # A timed-out attempt's late result must be rejected (fencing), not taken as a copy.
-            update_row["lease_id"] = None
-        meta = {"attempt": attempt, "error_class": error_class, "error_type": error_type}
-        if decision.action is RetryAction.RETRY:
-            to = StepState.RETRYING
-            update_row.update(state=to, ready_at=now + timedelta(seconds=decision.delay_seconds))
-            journal.event(
-                "step.retrying",
-                **base_event,
-                metadata={**meta, "delay_ms": round(decision.delay_seconds * 1000)},
-            )
-        elif step.fallback_handler and not step.is_fallback:
-            # Last attempt failed: run the fallback handler once before giving up.
-            to = StepState.RETRYING
-            update_row.update(
-                state=to,
-                ready_at=now,
-                handler=step.fallback_handler,
-                is_fallback=True,
-                max_attempts=attempt + 1,
-            )
-            meta["fallback_handler"] = step.fallback_handler
-            journal.event("step.retrying", **base_event, metadata={**meta, "delay_ms": 0})
-        elif decision.action is RetryAction.BLOCK:
-            to = StepState.BLOCKED
-            update_row["state"] = to
-            delta.blocked = True
-            journal.event("step.blocked", **base_event, metadata=meta)
-        elif step.optional:
-            to = StepState.SKIPPED
-            update_row.update(state=to, end_time=now)
+        _apply(change, step, task, o, journal, out, deltas.setdefault(task.id, TaskDelta()))
+        step_updates.append(_step_row(change, step, o, now))
+        if change.attempt is not None:
+            attempts.append(_attempt(step, change, o, now))
+        if change.satisfied:
             satisfied_ids.append(step.id)
-            delta.satisfied += 1
-            journal.event("step.skipped", **base_event, metadata=meta)
-        else:
-            to = StepState.FAILED
-            update_row.update(state=to, end_time=now)
-            delta.failed_step = step.name
-            delta.failed_class = error_class
-            journal.event("step.failed", **base_event, metadata=meta)
-        step_updates.append(update_row)
-        journal.transition(
-            task_id=task.id,
-            step_id=step.id,
-            from_state=step.state,
-            to_state=to,
-            event="lease_expired" if kind is OutcomeKind.EXPIRE else "failure",
-            actor=actor,
-            reason=o.message[:1000] or None,
-            metadata=meta,
-        )
         out.verdicts.append(Verdict(o.lease_id, True))
 
     if step_updates:
@@ -359,27 +225,150 @@ def _repeated(step: Step, o: Outcome, first: Outcome | None) -> Verdict:
     )
 
 
-def _error_class(raw: str) -> str:
-    try:
-        return ErrorClass(raw).value
-    except ValueError:
-        # Unclassified: treated as delayed/retryable (documented in the proto).
-        return ErrorClass.DELAYED.value
+def _no_factors(task: Task) -> BackoffFactors:
+    return BackoffFactors(priority=task.priority)
 
 
-def _attempt(
+def _snapshot(step: Step) -> StepSnapshot:
+    return StepSnapshot(
+        state=StepState(step.state),
+        attempts=step.attempts,
+        policy=RetryPolicy(**{**step.retry, "max_attempts": step.max_attempts}),
+        optional=step.optional,
+        fallback_handler=step.fallback_handler,
+        is_fallback=step.is_fallback,
+    )
+
+
+def _error(change: StepChange, o: Outcome) -> dict[str, Any]:
+    """The error recorded on the step and its attempt (bounded: reports are untrusted input)."""
+    expired = change.event is StepEvent.LEASE_EXPIRED
+    return {
+        "error_class": (change.error_class or ErrorClass.DELAYED).value,
+        "error_type": (o.error_type or "LeaseExpired" if expired else o.error_type)[:256],
+        "message": o.message[:_MAX_MESSAGE],
+        "backtrace": o.backtrace[:_MAX_BACKTRACE],
+        "retry_after": o.retry_after,
+        "metadata": o.error_metadata,
+    }
+
+
+def _step_row(change: StepChange, step: Step, o: Outcome, now: datetime) -> dict[str, Any]:
+    """The step's columns after ``change``."""
+    row: dict[str, Any] = {
+        "id": step.id,
+        "state": change.to_state,
+        "update_time": now,
+        "worker_id": None,
+        "lease_expires_at": None,
+    }
+    if not change.keeps_lease:
+        # A late report for this lease is then stale, not a duplicate.
+        row["lease_id"] = None
+    if change.attempt is not None:
+        row["attempts"] = change.attempt
+        row["start_time"] = step.start_time or now
+    if change.ends:
+        row["end_time"] = now
+    if change.to_state is StepState.COMPLETE:
+        row["result"] = o.result or {}
+    elif change.error_class is not None:
+        row["last_error"] = _error(change, o)
+    if change.ready_at is not None:
+        row["ready_at"] = change.ready_at
+    if change.fallback_handler is not None:
+        row.update(handler=change.fallback_handler, is_fallback=True)
+    if change.max_attempts is not None:
+        row["max_attempts"] = change.max_attempts
+    return row
+
+
+def _apply(
+    change: StepChange,
     step: Step,
-    attempt: int,
+    task: Task,
     o: Outcome,
-    outcome: str,
-    now: Any,
-    error: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    error = error or {}
+    journal: Journal,
+    out: BatchResult,
+    delta: TaskDelta,
+) -> None:
+    """Records ``change``: its transition and event, the task's counters and the feeds."""
+    out.wake = True
+    delta.in_flight -= 1
+    actor = f"worker:{o.worker_id}" if o.worker_id else "system"
+    transition: dict[str, Any] = {
+        "task_id": task.id,
+        "step_id": step.id,
+        "from_state": change.from_state,
+        "to_state": change.to_state,
+        "event": change.event,
+        "actor": actor,
+    }
+    if change.satisfied:
+        delta.satisfied += 1
+    if change.task_effect is TaskEffect.BLOCK:
+        delta.blocked = True
+    if change.event is StepEvent.RELEASE:
+        journal.transition(**transition, reason=o.message or "assignment not acknowledged")
+        return
+    base_event: dict[str, Any] = {
+        "task_id": task.id,
+        "namespace": task.namespace,
+        "correlation_id": task.correlation_id,
+        "step_name": step.name,
+    }
+    if change.error_class is None:  # a success
+        out.breaker_feed.append((step.breaker_key, True, o.lease_id))
+        out.handler_feed.append((step.handler, True))
+        journal.transition(**transition)
+        journal.event(
+            "step.completed",
+            **base_event,
+            metadata={"attempt": change.attempt, "execution_time_ms": o.execution_ms or 0},
+        )
+        return
+    error_type = _error(change, o)["error_type"]
+    if change.clamped_hint:
+        log.warning(
+            "retry_after hint clamped into [0, max_delay]",
+            extra={
+                "lease_id": o.lease_id,
+                "step": step.name,
+                "hint": o.retry_after,
+                "max_delay": _snapshot(step).policy.max_delay_seconds,
+            },
+        )
+    if not o.lost:
+        if change.error_class in _BREAKER_FAILURES:
+            out.breaker_feed.append((step.breaker_key, False, o.lease_id))
+        out.handler_feed.append((step.handler, False))
+    if change.task_effect is TaskEffect.FAIL:
+        delta.failed_step = step.name
+        delta.failed_class = change.error_class.value
+    meta: dict[str, Any] = {
+        "attempt": change.attempt,
+        "error_class": change.error_class.value,
+        "error_type": error_type,
+    }
+    if change.fallback_handler is not None:
+        meta["fallback_handler"] = change.fallback_handler
+    journal.transition(**transition, reason=o.message[:1000] or None, metadata=meta)
+    if change.delay_seconds is not None:
+        meta = {**meta, "delay_ms": round(change.delay_seconds * 1000)}
+    assert change.event_name is not None
+    journal.event(change.event_name, **base_event, metadata=meta)
+
+
+def _attempt(step: Step, change: StepChange, o: Outcome, now: datetime) -> dict[str, Any]:
+    error = _error(change, o) if change.error_class is not None else {}
+    if change.to_state is StepState.COMPLETE:
+        outcome = "complete"
+    else:
+        outcome = "lease_expired" if change.event is StepEvent.LEASE_EXPIRED else "failed"
     return {
         "step_id": step.id,
         "task_id": step.task_id,
-        "attempt": attempt,
+        "attempt": change.attempt,
         "worker_id": o.worker_id or step.worker_id,
         "lease_id": o.lease_id,
         "outcome": outcome,
@@ -490,14 +479,17 @@ async def update_tasks(
         }
         if delta.blocked:
             row["blocked"] = True
-        if task.state == TaskState.IN_PROGRESS and delta.failed_step is not None:
+        decided = decide_task(
+            TaskState(task.state), satisfied, task.total_steps, failed=delta.failed_step is not None
+        )
+        if decided is TaskState.FAILED:
             row.update(state=TaskState.FAILED, end_time=now)
             out.finished_tasks.append(task_id)
             journal.transition(
                 task_id=task_id,
                 from_state=task.state,
                 to_state=TaskState.FAILED,
-                event="step_failed",
+                event=TaskEvent.STEP_FAILED,
                 reason=f"step {delta.failed_step} failed",
             )
             journal.event(
@@ -511,7 +503,7 @@ async def update_tasks(
                     "total_steps": task.total_steps,
                 },
             )
-        elif task.state == TaskState.IN_PROGRESS and satisfied >= task.total_steps:
+        elif decided is TaskState.COMPLETE:
             completing.append(task)
             row.update(state=TaskState.COMPLETE, end_time=now)
             out.finished_tasks.append(task_id)
@@ -527,7 +519,7 @@ async def update_tasks(
                 task_id=task.id,
                 from_state=task.state,
                 to_state=TaskState.COMPLETE,
-                event="all_steps_satisfied",
+                event=TaskEvent.ALL_STEPS_SATISFIED,
             )
             journal.event(
                 "task.completed",

@@ -14,7 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tasker_server.domain import errors
 from tasker_server.domain.states import (
+    FINISHED_TASK_STATES,
+    StepEvent,
     StepState,
+    TaskEvent,
     TaskState,
     allowed_step_sources,
     check_task_transition,
@@ -36,6 +39,9 @@ __all__ = [
     "load_task_detail",
     "locked_task",
 ]
+
+# Tasks that may still pass their deadline.
+_UNFINISHED_TASK_STATES = [s.value for s in TaskState if s not in FINISHED_TASK_STATES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +223,7 @@ async def insert_tasks(
                 for parent in s.depends_on
             ]
             journal.transition(
-                task_id=task.id, from_state=None, to_state=TaskState.PENDING, event="create"
+                task_id=task.id, from_state=None, to_state=TaskState.PENDING, event=TaskEvent.CREATE
             )
             created[i] = TaskDetail(
                 task=task,
@@ -342,7 +348,7 @@ async def cancel_steps(
     to_state: StepState = StepState.CANCELLED,
 ) -> list[str]:
     """Moves every cancellable step of the task to CANCELLED; returns the leases to revoke."""
-    sources = [s.value for s in allowed_step_sources(to_state)]
+    sources = [s.value for s in allowed_step_sources(to_state, StepEvent.CANCEL)]
     rows = (
         await session.execute(
             select(Step.id, Step.name, Step.state, Step.lease_id).where(
@@ -374,7 +380,7 @@ async def cancel_steps(
             step_id=step_id,
             from_state=from_state,
             to_state=to_state,
-            event="cancel",
+            event=StepEvent.CANCEL,
             actor=actor,
             reason=reason,
         )
@@ -404,7 +410,7 @@ async def close_task(
     """Ends a task that still has work (cancel, resolve by hand, deadline): its cancellable steps
     are cancelled and the task moves to ``to_state`` (compare-and-set on its current state).
     Returns the leases whose workers must be told to stop."""
-    check_task_transition(task.state, to_state)
+    check_task_transition(task.state, to_state, event)
     leases = await cancel_steps(session, journal, task, actor=actor, reason=reason or None)
     await session.execute(
         update(Task)
@@ -443,7 +449,7 @@ def overdue_query(now: datetime, limit: int) -> Any:
         .where(
             Task.deadline.is_not(None),
             Task.deadline < now,
-            Task.state.in_([TaskState.PENDING.value, TaskState.IN_PROGRESS.value]),
+            Task.state.in_(_UNFINISHED_TASK_STATES),
         )
         .limit(limit)
     )
@@ -474,7 +480,7 @@ async def fail_overdue_tasks(
             journal,
             task,
             TaskState.FAILED,
-            event="deadline_exceeded",
+            event=TaskEvent.DEADLINE_EXCEEDED,
             event_name="task.failed",
             actor="system",
             reason="task deadline exceeded",
