@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from tasker import Client, StepContext, Worker
 from tasker.testing import WorkflowBuilder
 from tests.support.server import RunningServer
@@ -89,11 +87,6 @@ async def test_task_deadline_fails_the_task(server: RunningServer, client: Clien
         await _stop(worker, run)
 
 
-@pytest.mark.xfail(
-    reason="server: a result for a lease never acknowledged (the SDKs acknowledge lazily, a short "
-    "step sends only its result) records no step.started event yet (store/outcomes.py)",
-    strict=False,
-)
 async def test_watch_task_replays_the_diamond_in_order_and_resumes(
     server: RunningServer, client: Client
 ) -> None:

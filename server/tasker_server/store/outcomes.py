@@ -317,6 +317,14 @@ def _apply(
         "correlation_id": task.correlation_id,
         "step_name": step.name,
     }
+    if change.from_state is StepState.ENQUEUED and o.reported:
+        # A result implies the acknowledgement (workers acknowledge lazily: a short step sends
+        # none). Its attempt starts and ends in this batch, and watchers still see it start.
+        journal.event(
+            "step.started",
+            **base_event,
+            metadata={"attempt": change.attempt, "worker_id": o.worker_id},
+        )
     if change.error_class is None:  # a success
         out.breaker_feed.append((step.breaker_key, True, o.lease_id))
         out.handler_feed.append((step.handler, True))
