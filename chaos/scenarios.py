@@ -13,8 +13,9 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,17 +125,50 @@ async def _inject(scenario: Scenario, stack: Stack, backends: Backends, tracker:
     return faults
 
 
-def _read_exec_logs(paths: list[Path]) -> list[tuple[float, str, str, int]]:
-    """(time, task id, step, worker index) per handler execution."""
+def _read_exec_logs(paths: list[Path]) -> tuple[list[tuple[float, str, str, int]], set[str]]:
+    """(time, task id, step, worker index) per handler execution, and the leases executed."""
     rows = []
+    leases: set[str] = set()
     for index, path in enumerate(paths):
         if not path.exists():
             continue
         for line in path.read_text().splitlines():
             parts = line.split()
-            if len(parts) >= 3:
+            if len(parts) >= 5:
                 rows.append((float(parts[0]), parts[1], parts[2], index))
-    return sorted(rows)
+                leases.add(parts[4])
+    return sorted(rows), leases
+
+
+async def _stuck_steps(db_url: str) -> list[tuple[str, str | None, Any]]:
+    """(state, lease id, lease expiry) of the steps still leased when the run ends."""
+    db = Database.from_url(db_url)
+    try:
+        async with db.session(read_only=True) as session:
+            rows = await session.execute(text(
+                "select state, lease_id, lease_expires_at from steps "
+                "where state in ('enqueued', 'in_progress')"
+            ))
+            return [(r[0], r[1], r[2]) for r in rows.all()]
+    finally:
+        await db.dispose()
+
+
+def _stuck_summary(stuck: list[tuple[str, str | None, Any]], executed: set[str]) -> dict[str, Any]:
+    """Why work is stranded: a stuck lease that a worker executed lost its result on the way;
+    one never executed lost its assignment. ``lease_expires_in_s``: the latest expiry."""
+    now = datetime.now(UTC)
+    expiries = [
+        (e if e.tzinfo else e.replace(tzinfo=UTC)) - now for _, _, e in stuck
+        if isinstance(e, datetime)
+    ]
+    return {
+        "steps": len(stuck),
+        "by_state": dict(Counter(state for state, _, _ in stuck)),
+        "executed_result_lost": sum(1 for _, lease, _ in stuck if lease in executed),
+        "never_executed": sum(1 for _, lease, _ in stuck if lease not in executed),
+        "lease_expires_in_s": round(max(expiries).total_seconds(), 1) if expiries else None,
+    }
 
 
 async def _recorded_twice(db_url: str) -> dict[str, int]:
@@ -214,6 +248,7 @@ async def run_scenario(scenario: Scenario, backends: Backends, log_root: Path) -
                 await asyncio.to_thread(stack.workers.stop)
             problems = await verify(client, WORKLOAD, load.submitted)
         twice = await _recorded_twice(db_url)
+        stuck = await _stuck_steps(db_url)
     finally:
         await stack.stop()
 
@@ -223,7 +258,7 @@ async def run_scenario(scenario: Scenario, backends: Backends, log_root: Path) -
     all_done = max(done_times, default=t0)
     not_complete = [p for p in problems if "): state " in p]
     wrong = [p for p in problems if "): state " not in p]
-    execs = _read_exec_logs(stack.exec_logs())
+    execs, executed_leases = _read_exec_logs(stack.exec_logs())
     per_step: dict[tuple[str, str], int] = defaultdict(int)
     for _, task, step, _ in execs:
         per_step[(task, step)] += 1
@@ -258,6 +293,7 @@ async def run_scenario(scenario: Scenario, backends: Backends, log_root: Path) -
         "all_finished_within_bound": finished,
         "wall_s": round(all_done - t0, 2),
         "faults": fault_rows,
+        "stuck_steps_at_end": _stuck_summary(stuck, executed_leases),
     }
     if scenario.kind in ("worker_kill", "blackhole") and faults:
         after = [t for t, (_, t_sub) in load.submitted.items() if t_sub > faults[0].start]
