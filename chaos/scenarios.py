@@ -37,6 +37,7 @@ KEEPALIVE_TIMEOUT_S = 15.0  # the server's default keepalive_timeout_seconds
 STALL_TARGET_S = 10.0  # server kill, database back: every stalled task done within this
 MOVE_TARGET_S = 5.0  # worker kill: its steps run elsewhere within this
 PAUSE_TARGET_S = 2.0  # worker kill / blackhole: the longest pause of the other worker
+STUCK_SNAPSHOT_S = 20.0  # when still-leased steps are listed if tasks are still stalled
 
 
 @dataclass(frozen=True)
@@ -140,14 +141,18 @@ def _read_exec_logs(paths: list[Path]) -> tuple[list[tuple[float, str, str, int]
     return sorted(rows), leases
 
 
+_LEASED = ("enqueued", "in_progress")
+
+
 async def _stuck_steps(db_url: str) -> list[tuple[str, str | None, Any]]:
-    """(state, lease id, lease expiry) of the steps still leased when the run ends."""
+    """(state, lease id, lease expiry) of the steps leased, or ready and not leased, now."""
     db = Database.from_url(db_url)
     try:
         async with db.session(read_only=True) as session:
             rows = await session.execute(text(
                 "select state, lease_id, lease_expires_at from steps "
-                "where state in ('enqueued', 'in_progress')"
+                "where state in ('enqueued', 'in_progress') "
+                "or (state in ('pending', 'retrying') and pending_parents = 0)"
             ))
             return [(r[0], r[1], r[2]) for r in rows.all()]
     finally:
@@ -155,18 +160,20 @@ async def _stuck_steps(db_url: str) -> list[tuple[str, str | None, Any]]:
 
 
 def _stuck_summary(stuck: list[tuple[str, str | None, Any]], executed: set[str]) -> dict[str, Any]:
-    """Why work is stranded: a stuck lease that a worker executed lost its result on the way;
-    one never executed lost its assignment. ``lease_expires_in_s``: the latest expiry."""
+    """Why work is stranded. Of the leased steps: one whose lease a worker executed lost its
+    result on the way; one never executed lost its assignment. Ready steps (pending/retrying)
+    are waiting for a claim. ``lease_expires_in_s``: the latest lease expiry, from now."""
     now = datetime.now(UTC)
+    leased = [(lease, e) for state, lease, e in stuck if state in _LEASED]
     expiries = [
-        (e if e.tzinfo else e.replace(tzinfo=UTC)) - now for _, _, e in stuck
+        (e if e.tzinfo else e.replace(tzinfo=UTC)) - now for _, e in leased
         if isinstance(e, datetime)
     ]
     return {
         "steps": len(stuck),
         "by_state": dict(Counter(state for state, _, _ in stuck)),
-        "executed_result_lost": sum(1 for _, lease, _ in stuck if lease in executed),
-        "never_executed": sum(1 for _, lease, _ in stuck if lease not in executed),
+        "executed_result_lost": sum(1 for lease, _ in leased if lease in executed),
+        "never_executed": sum(1 for lease, _ in leased if lease not in executed),
         "lease_expires_in_s": round(max(expiries).total_seconds(), 1) if expiries else None,
     }
 
@@ -228,6 +235,7 @@ async def run_scenario(scenario: Scenario, backends: Backends, log_root: Path) -
     try:
         async with await Client.connect(stack.server.address, timeout=30) as client:
             await stack.ready(client, WORKLOAD)
+            stuck_early: dict[str, Any] | None = None
             tracker = ResumingTracker(client)
             await tracker.start()
             load = PacedLoad(client, WORKLOAD, scenario.offsets())
@@ -237,6 +245,14 @@ async def run_scenario(scenario: Scenario, backends: Backends, log_root: Path) -
                 faults = await _inject(scenario, stack, backends, tracker, load, t0)
                 await submitting
                 settle_from = max([f.end for f in faults] + [time.perf_counter()])
+                # Past the 10 s target: which leases hold the stalled tasks, and why.
+                early = settle_from + STUCK_SNAPSHOT_S - time.perf_counter()
+                finished = await tracker.wait_all(set(load.submitted), max(early, 0.1))
+                if not finished:
+                    stuck_early = _stuck_summary(await _stuck_steps(db_url),
+                                                 _read_exec_logs(stack.exec_logs())[1])
+                    log.info("  %.0fs after the last fault: stuck %s", STUCK_SNAPSHOT_S,
+                             stuck_early)
                 bound = settle_from + scenario.settle_s - time.perf_counter()
                 finished = await tracker.wait_all(set(load.submitted), max(bound, 1.0))
                 await asyncio.sleep(1.0)  # late duplicates of terminal events
@@ -293,6 +309,7 @@ async def run_scenario(scenario: Scenario, backends: Backends, log_root: Path) -
         "all_finished_within_bound": finished,
         "wall_s": round(all_done - t0, 2),
         "faults": fault_rows,
+        f"stuck_steps_{STUCK_SNAPSHOT_S:g}s_after_last_fault": stuck_early,
         "stuck_steps_at_end": _stuck_summary(stuck, executed_leases),
     }
     if scenario.kind in ("worker_kill", "blackhole") and faults:
