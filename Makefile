@@ -20,7 +20,7 @@ TOOLS_STAMP := tools/node_modules/.installed
 NODE_STAMP  := sdk-node/node_modules/.installed
 
 .PHONY: help install install-system gen check-gen lint breaking test test-python test-node build-node \
-        test-ruby run bench clean
+        test-ruby run bench chaos soak clean
 
 help:
 	@echo "make install-system  apt packages (Ruby, grpc tools, PostgreSQL if absent); idempotent, root"
@@ -32,6 +32,8 @@ help:
 	@echo "make test            everything CI runs: install-system install check-gen lint breaking + all tests"
 	@echo "make run             serve on $(LISTEN) with the default SQLite database"
 	@echo "make bench           python -m bench"
+	@echo "make chaos           python -m chaos: faults under load (~15 min on today's code), tables in docs/"
+	@echo "make soak            python -m chaos.soak: 30 min at half the measured throughput (SOAK_ARGS=--minutes 2)"
 	@echo "make clean           remove .venv, node_modules, build output and caches"
 
 # ---------------------------------------------------------------- install
@@ -121,6 +123,18 @@ run: $(SERVE_STAMP)
 
 bench: install
 	$(TEST_ENV) $(PY) -m bench
+
+# Results of the last run: docs/reliability-chaos.{jsonl,md}, docs/reliability-soak.{jsonl,md}
+# (docs/reliability.md says what they mean). CHAOS_ARGS e.g. --scenario blackhole, --short.
+CHAOS_ARGS ?=
+SOAK_ARGS  ?=
+chaos: install
+	$(TEST_ENV) $(PY) -m chaos --out docs/reliability-chaos.jsonl \
+	  --markdown docs/reliability-chaos.md $(CHAOS_ARGS)
+
+soak: install
+	$(TEST_ENV) $(PY) -m chaos.soak --out docs/reliability-soak.jsonl \
+	  --markdown docs/reliability-soak.md $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) tools/node_modules sdk-node/node_modules sdk-node/dist \

@@ -43,13 +43,20 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
 
 
 class ServerProcess:
-    """``tasker serve`` on a free loopback port, log level warning; optionally under cProfile."""
+    """``tasker serve`` on a free loopback port, log level warning; optionally under cProfile.
 
-    def __init__(self, db_url: str, profile_out: Path | None = None) -> None:
+    ``start()`` may be called again after ``kill()``: the same port and database (chaos runs).
+    ``log`` appends the server's output to a file instead of inheriting stdout/stderr.
+    """
+
+    def __init__(
+        self, db_url: str, profile_out: Path | None = None, *, log: Path | None = None
+    ) -> None:
         self.db_url = db_url
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.profile_out = profile_out
+        self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
@@ -63,7 +70,7 @@ class ServerProcess:
             "--log-level", "warning",
             "--log-format", "text",
         ]
-        self.proc = subprocess.Popen(args, env=child_env(), cwd=REPO)
+        self.proc = _spawn(args, self.log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -80,33 +87,83 @@ class ServerProcess:
             time.sleep(0.1)
         raise TimeoutError(f"server on {self.address} not serving after {timeout}s")
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL (no shutdown of any kind), then reap."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
     def stop(self) -> None:
         if self.proc is not None:
             _stop(self.proc, 30)
 
 
-class WorkerProcesses:
-    """W ``python -m bench.worker`` processes."""
+def _spawn(
+    args: list[str], log: Path | None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    if log is None:
+        return subprocess.Popen(args, env=env or child_env(), cwd=REPO)
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            args, env=env or child_env(), cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
 
-    def __init__(self, address: str, count: int, capacity: int) -> None:
+
+class WorkerProcesses:
+    """W ``python -m bench.worker`` processes.
+
+    Optional, for chaos runs: ``addresses`` gives worker i its own server address (e.g. through
+    a proxy), ``log_dir`` collects worker i's output in ``worker-i.log`` and its execution log
+    (one line per handler execution, see bench/worker.py) in ``worker-i.exec``.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        count: int,
+        capacity: int,
+        *,
+        addresses: list[str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
         self.address = address
         self.count = count
         self.capacity = capacity
+        self.addresses = addresses or [address] * count
+        self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
 
+    def exec_log(self, index: int) -> Path | None:
+        return None if self.log_dir is None else self.log_dir / f"worker-{index}.exec"
+
     def start(self) -> WorkerProcesses:
-        for _ in range(self.count):
-            self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "bench.worker", self.address, str(self.capacity)],
-                    env=child_env(),
-                    cwd=REPO,
-                )
-            )
+        for index in range(self.count):
+            env = child_env()
+            exec_log = self.exec_log(index)
+            if exec_log is not None:
+                env["BENCH_EXEC_LOG"] = str(exec_log)
+            log = None if self.log_dir is None else self.log_dir / f"worker-{index}.log"
+            args = [sys.executable, "-m", "bench.worker", self.addresses[index],
+                    str(self.capacity)]
+            self.procs.append(_spawn(args, log, env))
         return self
 
-    def check_alive(self) -> None:
-        for proc in self.procs:
+    def kill(self, index: int) -> None:
+        """SIGKILL worker ``index`` (it is not restarted)."""
+        proc = self.procs[index]
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    def check_alive(self, skip: tuple[int, ...] = ()) -> None:
+        for index, proc in enumerate(self.procs):
+            if index in skip:
+                continue
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {proc.returncode}")
 

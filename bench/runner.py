@@ -69,13 +69,17 @@ class CompletionTracker:
         events = self.client.watch_events([NAMESPACE], list(TERMINAL), after_sequence=0)
         async with contextlib.aclosing(events):
             async for event in events:
-                now = time.perf_counter()
-                if event.task_id not in self.seen:
-                    self.seen[event.task_id] = (now, event.event_name)
-                    waiter = self._waiters.pop(event.task_id, None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(now)
-                    self._progress.set()
+                self.record(event.task_id, event.event_name)
+
+    def record(self, task_id: str, event_name: str) -> None:
+        """A terminal event seen now (only the first one of a task counts)."""
+        now = time.perf_counter()
+        if task_id not in self.seen:
+            self.seen[task_id] = (now, event_name)
+            waiter = self._waiters.pop(task_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(now)
+            self._progress.set()
 
     async def wait_one(self, task_id: str) -> float:
         if task_id in self.seen:

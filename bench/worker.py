@@ -2,21 +2,35 @@
 
 The workloads.md handler for every step: a root returns ``{"value": input + 1}``, any other step
 ``{"value": 1 + sum of its parents' "value"}``.
+
+With ``BENCH_EXEC_LOG=FILE`` every handler execution first appends one line
+``<unix time> <task id> <step name> <attempt> <lease id>`` to FILE (one unbuffered O_APPEND write,
+so the line survives a SIGKILL of the worker): chaos runs count repeated executions from it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+import time
 from typing import Any
 
 from bench.workloads import HANDLER, NAMESPACE
 from tasker import StepContext, Worker
 
+_EXEC_LOG = os.environ.get("BENCH_EXEC_LOG")
+_exec_fd = (
+    os.open(_EXEC_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if _EXEC_LOG else None
+)
+
 
 async def handle(ctx: StepContext) -> dict[str, Any]:
+    if _exec_fd is not None:
+        line = f"{time.time():.6f} {ctx.task.task_id} {ctx.step.name} {ctx.step.attempt} "
+        os.write(_exec_fd, f"{line}{ctx.lease_id}\n".encode())
     deps = ctx.sequence.dependencies
     if not deps:
         return {"value": ctx.task.context["input"] + 1}

@@ -78,15 +78,20 @@ async def _migrate(url: str) -> None:
         await db.dispose()
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PostgresCluster]:
+def require_pg_bin_dir() -> Path:
+    """PostgreSQL's bin dir; skips the test when it is absent, fails if TASKER_REQUIRE_POSTGRES."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
         message = "PostgreSQL binaries (initdb, postgres) not found on PATH or /usr/lib/postgresql"
         if os.environ.get("TASKER_REQUIRE_POSTGRES"):
             pytest.fail(f"TASKER_REQUIRE_POSTGRES is set but {message}")
         pytest.skip(message)
-    cluster = PostgresCluster(bin_dir)
+    return bin_dir
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster(require_pg_bin_dir())
     try:
         cluster.start()
         yield cluster

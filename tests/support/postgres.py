@@ -70,13 +70,19 @@ class PostgresCluster:
             "UTF8",
             *([] if self.durable else ["--no-sync"]),
         )
-        self._log = open(self.dir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+        self.launch()
+
+    def launch(self) -> None:
+        """Start the postmaster on the initialised data dir and wait until it accepts
+        connections (also after a stop: same data dir, same port)."""
+        if self._log is None:
+            self._log = open(self.dir / "server.log", "ab")  # noqa: SIM115 - kept while it runs
         self._proc = subprocess.Popen(
             [
                 *self._as_postgres,
                 str(self.bin_dir / "postgres"),
                 "-D",
-                str(data),
+                str(self.dir / "data"),
                 "-p",
                 str(self.port),
                 "-k",
