@@ -24,16 +24,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-from tasker import Client
+from chaos.cluster import OutagePostgres
+from tasker import Client, UnavailableError
+from tasker._errors import from_rpc_error
 from tasker.testing import WorkflowBuilder
+from tasker.v1 import task_service_pb2 as tpb
+from tasker.v1 import task_service_pb2_grpc as tgrpc
 from tasker.v1 import worker_service_pb2 as wpb
+from tasker.v1 import worker_service_pb2_grpc as wgrpc
 from tests.conformance.harness import LANGUAGES, WorkerProcess, worker_command
 from tests.e2e.workers.raw import RawWorker
+from tests.support.databases import require_pg_bin_dir
 from tests.support.server import ServerProcess, server_env
 
 NS = "recovery"
@@ -227,3 +234,61 @@ async def test_leases_lost_with_a_killed_worker_do_not_open_the_circuit_breaker(
     for d in done:
         outcomes = [a.outcome for a in d.step("call").proto.attempt_history]
         assert outcomes == ["lease_expired", "complete"], outcomes
+
+
+async def test_every_call_answers_unavailable_while_the_database_is_down() -> None:
+    # A database outage is a pause: clients are told to retry (UNAVAILABLE, never INTERNAL),
+    # including at the moment PostgreSQL cuts the pooled connections off and while it replays
+    # its log after the restart; once it is back, the same calls succeed.
+    cluster = OutagePostgres(require_pg_bin_dir())
+    cluster.start()
+    proc = None
+    try:
+        proc = ServerProcess(cluster.create_database("outage")).start()
+        async with await Client.connect(proc.address, timeout=10) as client:
+            await client.register_template(_three_steps())
+            task = await client.create_task(NS, "reconcile_three", {"input": 1})
+            async with grpc.aio.insecure_channel(proc.address) as channel:
+                stub = wgrpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
+                tasks = tgrpc.TaskServiceStub(channel)  # type: ignore[no-untyped-call]
+                calls: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+                    ("CreateTask", lambda: client.create_task(NS, "reconcile_three", {"input": 2})),
+                    ("GetTask", lambda: client.get_task(task.task_id)),
+                    ("ListTasks", lambda: tasks.ListTasks(tpb.ListTasksRequest(namespace=NS))),
+                    (
+                        "ReportStepResult",
+                        lambda: stub.ReportStepResult(
+                            wpb.ReportStepResultRequest(
+                                worker_id="w",
+                                success=wpb.StepSuccess(lease_id="some-lease", result=_value(1)),
+                            )
+                        ),
+                    ),
+                ]
+                cluster.stop_immediately()
+                for name, call in calls:
+                    with pytest.raises(UnavailableError):
+                        async with asyncio.timeout(15):
+                            await _translated(call)
+                    assert name  # each call named in the failure's traceback
+                await asyncio.to_thread(cluster.restart)
+                async with asyncio.timeout(20):
+                    while True:  # the pool replaces its dead connections on first use
+                        try:
+                            await client.create_task(NS, "reconcile_three", {"input": 3})
+                            break
+                        except UnavailableError:
+                            await asyncio.sleep(0.1)
+                assert (await client.get_task(task.task_id)).state == "pending"
+    finally:
+        if proc is not None:
+            proc.kill()
+        cluster.stop()
+
+
+async def _translated(call: Callable[[], Awaitable[object]]) -> object:
+    """Runs a client or raw-stub call, raising the SDK's error class for either."""
+    try:
+        return await call()
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from exc

@@ -304,7 +304,10 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 "worker_id is required: a lease is valid only from the worker it was issued to",
                 [errors.FieldViolation("worker_id", "is required")],
             )
-        verdict = await self.engine.report(_outcome(body, request.worker_id, kind == "success"))
+        # Not held through an outage of unknown length: the caller retries with backoff (the
+        # stream, whose reports are applied as soon as the database returns, is the patient path).
+        outcome = _outcome(body, request.worker_id, kind == "success")
+        verdict = await self.engine.report(outcome, patient=False)
         if verdict.accepted:
             return pb.ReportStepResultResponse(accepted=True)
         if verdict.reason == "UNAVAILABLE":

@@ -100,8 +100,10 @@ class Engine:
         self._admit = True
         self._dispatch_needed = True
         self._ops: asyncio.Queue[Op] = asyncio.Queue()
-        # True from a tick that found the database unreachable until one that committed.
+        # True from a unit of work that found the database unreachable until a tick committed;
+        # the event is set meanwhile (impatient reporters wait on it).
         self.database_down = False
+        self._outage = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
         self.breakers = Breakers()
@@ -117,7 +119,7 @@ class Engine:
         self._subscribers: list[Callable[[list[dict[str, Any]]], None]] = []
         self._ack_timer: asyncio.TimerHandle | None = None
         self._failed_ticks_by_op: dict[int, int] = {}
-        self._started_at = time.monotonic()
+        self._database_since = time.monotonic()
         self.shutting_down = False
         # -- observability (issue 5): tick timing hook and event-retention throttle --
         self.tick_observers: list[Callable[[float, bool], None]] = []
@@ -127,7 +129,7 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._started_at = time.monotonic()
+        self._database_since = time.monotonic()
         self.db.origin = self.settings.server_id
         await self.load_breakers()
         self._breakers_seen = utcnow()
@@ -333,9 +335,10 @@ class Engine:
 
     def _vanished_cutoff(self) -> datetime | None:
         # A replica that just started has not yet heard from workers reconnecting to it (after a
-        # restart they are all "unseen"): it judges silence only once it has been up that long.
+        # restart they are all "unseen"), and after a database outage no replica could record
+        # anyone's liveness: it judges silence only once it has had the database that long.
         silence = self.worker_silence_seconds
-        if time.monotonic() - self._started_at < silence:
+        if time.monotonic() - self._database_since < silence:
             return None
         return utcnow() - timedelta(seconds=silence)
 
@@ -357,10 +360,13 @@ class Engine:
             out[lease_id] = lease is not None
         return out
 
-    async def report(self, outcome: Outcome) -> Verdict:
-        """Queues an outcome and waits until its batch committed (while the database is
-        unreachable, until it returns). Past ``max_unrecorded_outcomes`` waiting, answers
-        UNAVAILABLE at once: the worker keeps the result, and its lease, and sends it again."""
+    async def report(self, outcome: Outcome, *, patient: bool = True) -> Verdict:
+        """Queues an outcome and waits until its batch committed. While the database is
+        unreachable a patient reporter (a stream: its reports are applied the moment the
+        database returns) keeps waiting; an impatient one (a unary call with a deadline) is
+        answered UNAVAILABLE, its outcome still queued (a retry then meets a DUPLICATE). Past
+        ``max_unrecorded_outcomes`` waiting, UNAVAILABLE at once: the worker keeps the result,
+        and its lease, and sends it again."""
         if self._ops.qsize() >= self.settings.max_unrecorded_outcomes:
             return Verdict(outcome.lease_id, False, "UNAVAILABLE", _HOLDING_TOO_MANY)
         owner = self._lease_owner.pop(outcome.lease_id, None)
@@ -369,7 +375,17 @@ class Engine:
             self.wake()
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._enqueue("outcome", outcome, future)
-        return await future
+        if patient:
+            return await future
+        outage: asyncio.Future[Any] = asyncio.ensure_future(self._outage.wait())
+        waiting: set[asyncio.Future[Any]] = {future, outage}
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            outage.cancel()
+        if future.done():
+            return future.result()
+        return Verdict(outcome.lease_id, False, "UNAVAILABLE", "the database is unavailable")
 
     def _submit(self, outcome: Outcome) -> None:
         self._enqueue("outcome", outcome, None)
@@ -407,6 +423,7 @@ class Engine:
                 if self.database_down:
                     log.warning("database reachable again; %d operations applied", len(batch))
                     self.database_down = False
+                    self._outage.clear()
                 pause = _OUTAGE_FIRST_PAUSE
             except asyncio.CancelledError:
                 raise
@@ -416,9 +433,7 @@ class Engine:
                 # answers again. Memory stays bounded because report() refuses new outcomes past
                 # max_unrecorded_outcomes and no claim (new work) can commit meanwhile.
                 self._observe_tick(time.perf_counter() - started, failed=True)
-                if not self.database_down:
-                    log.warning("database unavailable; holding acknowledgements and outcomes")
-                    self.database_down = True
+                self._database_lost()
                 self._requeue(batch)
                 self._dispatch_needed = self._admit = True
                 await asyncio.sleep(pause)
@@ -432,6 +447,14 @@ class Engine:
                 self._carry_over(batch)
                 self._dispatch_needed = self._admit = True
                 await asyncio.sleep(0.2)
+
+    def _database_lost(self) -> None:
+        """A unit of work found the database unreachable (logged once per outage)."""
+        self._database_since = time.monotonic()
+        if not self.database_down:
+            log.warning("database unavailable; holding acknowledgements and outcomes")
+            self.database_down = True
+            self._outage.set()
 
     def _carry_over(self, batch: list[Op]) -> None:
         """Puts the failed batch's operations that nobody awaits back at the head of the queue.
@@ -725,6 +748,8 @@ class Engine:
                     await self._record_liveness()
             except asyncio.CancelledError:
                 raise
+            except Unavailable:
+                self._database_lost()
             except Exception:
                 log.exception("sweep failed")
 
