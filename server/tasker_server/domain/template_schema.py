@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from tasker_server.domain.errors import FieldViolation
+from tasker_server.domain.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "YAML_FIELD",
@@ -42,14 +43,41 @@ def _where(mark: yaml.Mark | None) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that records duplicate mapping keys instead of silently keeping the last one.
+    """SafeLoader for untrusted text: no aliases, bounded depth and node count, and duplicate
+    mapping keys recorded instead of silently keeping the last one.
 
-    A duplicated ``retry:`` would otherwise drop half of a step's settings without a word.
+    Aliases are refused while the document is composed (a few hundred bytes of nested aliases
+    expand to gigabytes: "billion laughs"); depth and node count are checked per node, before the
+    recursive composer and constructor could exhaust the stack or the memory. A duplicated
+    ``retry:`` would otherwise drop half of a step's settings without a word.
     """
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, limits: Limits) -> None:
         super().__init__(stream)
         self.duplicates: list[FieldViolation] = []
+        self._limits = limits
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        mark: Any = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
+        self._nodes += 1
+        if self._nodes > self._limits.template_nodes:
+            problem = f"the template has more than {self._limits.template_nodes} YAML nodes"
+            raise yaml.composer.ComposerError(None, None, problem, mark)
+        if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            self._depth += 1
+            if self._depth > self._limits.nesting_depth:
+                problem = f"lists and mappings nest more than {self._limits.nesting_depth} levels"
+                raise yaml.composer.ComposerError(None, None, problem, mark)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -63,23 +91,55 @@ class _StrictLoader(yaml.SafeLoader):
             if duplicate:
                 self.duplicates.append(
                     FieldViolation(
-                        YAML_FIELD, f"{_where(key_node.start_mark)}duplicate key {key!r}"
+                        YAML_FIELD, f"{_where(key_node.start_mark)}duplicate key {_short(key)}"
                     )
                 )
         return super().construct_mapping(node, deep=deep)
 
 
-def load_yaml(text: str) -> tuple[Any, list[FieldViolation]]:
-    """Parse one YAML document. Returns (data, violations); data is None if unparseable."""
-    loader = _StrictLoader(text)
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    return _clip(repr(value), limit)
+
+
+def _reader_problem(text: str, exc: yaml.reader.ReaderError) -> FieldViolation:
+    # The reader rejects NUL and other control characters before any mark exists: locate the
+    # character from its offset.
+    pos = max(0, min(exc.position, len(text)))
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return FieldViolation(
+        YAML_FIELD,
+        f"line {line}, column {column}: character U+{exc.character:04X} is not allowed "
+        "(control characters other than tab and newline)",
+    )
+
+
+def load_yaml(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, list[FieldViolation]]:
+    """Parse one YAML document. Returns (data, violations); data is None if unparseable.
+
+    Never raises for bad input: syntax errors, control characters, aliases and documents past
+    ``limits`` become violations naming ``yaml`` with a line and column.
+    """
+    try:
+        loader = _StrictLoader(text, limits)
+    except yaml.reader.ReaderError as exc:
+        return None, [_reader_problem(text, exc)]
     try:
         data = loader.get_single_data()
+    except yaml.reader.ReaderError as exc:
+        return None, [_reader_problem(text, exc)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        return None, [FieldViolation(YAML_FIELD, f"{_where(mark)}{problem}")]
+        return None, [FieldViolation(YAML_FIELD, f"{_where(mark)}{_clip(problem, 200)}")]
     except yaml.YAMLError as exc:
-        return None, [FieldViolation(YAML_FIELD, f"invalid YAML: {exc}")]
+        return None, [FieldViolation(YAML_FIELD, f"invalid YAML: {_clip(str(exc), 200)}")]
+    except RecursionError:  # pragma: no cover - the depth limit comes first
+        return None, [FieldViolation(YAML_FIELD, "the document nests too deeply")]
     finally:
         loader.dispose()
     return data, loader.duplicates
