@@ -30,7 +30,7 @@ from tasker_server.store.dispatch import ClaimedStep
 from tasker_server.store.outcomes import Outcome, OutcomeKind, Verdict
 from tasker_server.store.types import utcnow
 
-from . import convert
+from . import convert, validation
 
 __all__ = ["WorkerService"]
 
@@ -293,6 +293,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             raise errors.InvalidArgument(
                 "lease_id is required", [errors.FieldViolation(f"{kind}.lease_id", "is required")]
             )
+        validation.outcome(kind, body, self.settings.limits())
         verdict = await self.engine.report(_outcome(body, request.worker_id, kind == "success"))
         if not verdict.accepted:
             raise errors.FailedPrecondition(
