@@ -76,9 +76,9 @@ async def stubs(server: RunningServer) -> AsyncIterator[Stubs]:
         await channel.close()
 
 
-async def _fails(call: Any, request: Any, timeout: float = 10) -> Details:
+async def _fails(call: Any, request: Any) -> Details:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(request, timeout=timeout)
+        await call(request, timeout=10)
     return _checked(caught.value)
 
 
@@ -115,15 +115,19 @@ async def test_hostile_yaml_is_refused_quickly_naming_yaml_with_a_position(
 ) -> None:
     text = HOSTILE_YAML[case]
     started = time.monotonic()
-    details = await _fails(stubs.templates.RegisterTemplate, tmpb.RegisterTemplateRequest(yaml=text))
+    request = tmpb.RegisterTemplateRequest(yaml=text)
+    details = await _fails(stubs.templates.RegisterTemplate, request)
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT, details
     assert details.fields == ["yaml"], details
     assert "line " in details.descriptions[0] and "column " in details.descriptions[0], details
-    checked = await stubs.templates.ValidateTemplate(
-        tmpb.ValidateTemplateRequest(yaml=text), timeout=10
-    )
-    assert not checked.valid
-    assert [p.field for p in checked.problems] == ["yaml"]
+    try:
+        checked = await stubs.templates.ValidateTemplate(
+            tmpb.ValidateTemplateRequest(yaml=text), timeout=10
+        )
+        assert not checked.valid
+        assert [p.field for p in checked.problems] == ["yaml"]
+    except grpc.aio.AioRpcError as exc:  # NUL: refused for every request, as bad input
+        assert _checked(exc).fields == ["yaml"]
     assert time.monotonic() - started < 5, "refused before expanding or recursing"
 
 
@@ -230,9 +234,7 @@ async def test_context_nesting_is_bounded(stubs: Stubs) -> None:
         (1_800_000_000, -1),
     ],
 )
-async def test_out_of_range_deadline_names_deadline(
-    stubs: Stubs, seconds: int, nanos: int
-) -> None:
+async def test_out_of_range_deadline_names_deadline(stubs: Stubs, seconds: int, nanos: int) -> None:
     deadline = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
     details = await _fails(
         stubs.tasks.CreateTask,
@@ -248,7 +250,8 @@ async def test_undefined_enum_numbers_name_the_field(stubs: Stubs) -> None:
     assert details.fields == ["state"], details
 
     failure = wpb.StepFailure(
-        lease_id="lease", error=rpb.StepError(error_class=999, message="x")  # type: ignore[arg-type]
+        lease_id="lease",
+        error=rpb.StepError(error_class=999, message="x"),  # type: ignore[arg-type]
     )
     details = await _fails(
         stubs.workers.ReportStepResult, wpb.ReportStepResultRequest(failure=failure)
@@ -495,3 +498,28 @@ async def test_reused_idempotency_key_with_another_request_is_already_exists(
     assert details.code == grpc.StatusCode.ALREADY_EXISTS, details
     assert details.reason == "IDEMPOTENCY_KEY_REUSED"
     assert details.metadata["task_id"] == first.task.task_id
+
+
+# --- strings the database cannot hold ---------------------------------------------------------
+
+
+async def test_nul_characters_and_oversized_names_are_refused_at_the_door(stubs: Stubs) -> None:
+    context = struct_pb2.Struct()
+    context.update({"note": "a\x00b"})
+    details = await _fails(
+        stubs.tasks.CreateTask,
+        tpb.CreateTaskRequest(namespace=NS, template_name="plain", context=context),
+    )
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.fields == ["context.note"], details
+
+    for namespace in ("9" * 400, "ns\x00"):
+        details = await _fails(
+            stubs.admin.PauseNamespace, apb.PauseNamespaceRequest(namespace=namespace, actor="t")
+        )
+        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.fields == ["namespace"], details
+    details = await _fails(
+        stubs.admin.ResetCircuitBreaker, apb.ResetCircuitBreakerRequest(key="\x00", actor="t")
+    )
+    assert details.fields == ["key"], details

@@ -9,6 +9,9 @@ wrapped behaviour turns the marker into :class:`~tasker_server.domain.errors.Inv
 raised inside the error interceptor so that the one status map applies. For handlers that read a
 request stream, each frame is checked as the handler pulls it.
 
+Requests that decode then meet the string rules of :mod:`tasker_server.api.strings` (no NUL,
+column-sized fields), checked here once for every RPC.
+
 Place it *after* ``ErrorInterceptor`` in the server's interceptor list (innermost): its refusal
 must be raised inside the error interceptor's wrapper.
 """
@@ -23,6 +26,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from tasker_server.api.interceptors import wrap_handler
+from tasker_server.api.strings import check_strings
 from tasker_server.domain import errors
 
 __all__ = ["DecodingInterceptor", "Undecodable", "undecodable_error"]
@@ -71,15 +75,21 @@ def _tolerant(deserializer: Deserializer | None) -> Deserializer | None:
     return deserialize
 
 
-def _check(request: Any) -> Any:
+def _check(request: Any, *, strings: bool = True) -> Any:
     if isinstance(request, Undecodable):
         raise undecodable_error(request)
+    if strings:
+        check_strings(request)
     return request
 
 
 async def _checked_frames(frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    # Every frame must decode; the string rules apply to the first (a worker's hello). Later
+    # frames belong to the stream's own protocol, which answers them without ending it.
+    first = True
     async for frame in frames:
-        yield _check(frame)
+        yield _check(frame, strings=first)
+        first = False
 
 
 def _checked(request: Any) -> Any:
