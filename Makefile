@@ -20,7 +20,7 @@ TOOLS_STAMP := tools/node_modules/.installed
 NODE_STAMP  := sdk-node/node_modules/.installed
 
 .PHONY: help install install-system gen check-gen lint breaking test test-python test-node build-node \
-        test-ruby run bench clean
+        test-ruby run bench fuzz clean
 
 help:
 	@echo "make install-system  apt packages (Ruby, grpc tools, PostgreSQL if absent); idempotent, root"
@@ -32,6 +32,7 @@ help:
 	@echo "make test            everything CI runs: install-system install check-gen lint breaking + all tests"
 	@echo "make run             serve on $(LISTEN) with the default SQLite database"
 	@echo "make bench           python -m bench"
+	@echo "make fuzz            hostile requests to every RPC of a fresh server (SEED=, CASES=10000)"
 	@echo "make clean           remove .venv, node_modules, build output and caches"
 
 # ---------------------------------------------------------------- install
@@ -121,6 +122,12 @@ run: $(SERVE_STAMP)
 
 bench: install
 	$(TEST_ENV) $(PY) -m bench
+
+# Replay one case: .venv/bin/python -m fuzz --seed SEED --case N
+SEED  ?= 20261128
+CASES ?= 10000
+fuzz: $(VENV_STAMP)
+	$(TEST_ENV) $(PY) -m fuzz --seed $(SEED) --cases $(CASES)
 
 clean:
 	rm -rf $(VENV) tools/node_modules sdk-node/node_modules sdk-node/dist \
