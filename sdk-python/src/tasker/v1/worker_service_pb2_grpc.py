@@ -148,7 +148,9 @@ class WorkerServiceServicer:
 
     def ReportStepResult(self, request, context):
         """Reports the outcome of a lease outside a stream (the job-queue pattern).
-        Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
+        Errors: INVALID_ARGUMENT (no lease id, no outcome, NaN/Infinity or
+        nesting past 32 levels in the result or error metadata, an undefined
+        error_class, a retry_after outside 0..30 days); FAILED_PRECONDITION
         with reason LEASE_STALE (lease unknown, expired or cancelled);
         UNAVAILABLE while the database is unreachable (retry with backoff: the
         lease stays current until its hard deadline). Reporting an outcome again

@@ -2636,7 +2636,9 @@ export const WorkerServiceService = {
   },
   /**
    * Reports the outcome of a lease outside a stream (the job-queue pattern).
-   * Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
+   * Errors: INVALID_ARGUMENT (no lease id, no outcome, NaN/Infinity or
+   * nesting past 32 levels in the result or error metadata, an undefined
+   * error_class, a retry_after outside 0..30 days); FAILED_PRECONDITION
    * with reason LEASE_STALE (lease unknown, expired or cancelled);
    * UNAVAILABLE while the database is unreachable (retry with backoff: the
    * lease stays current until its hard deadline). Reporting an outcome again
@@ -2677,7 +2679,9 @@ export interface WorkerServiceServer extends UntypedServiceImplementation {
   heartbeat: handleUnaryCall<HeartbeatRequest, HeartbeatResponse>;
   /**
    * Reports the outcome of a lease outside a stream (the job-queue pattern).
-   * Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
+   * Errors: INVALID_ARGUMENT (no lease id, no outcome, NaN/Infinity or
+   * nesting past 32 levels in the result or error metadata, an undefined
+   * error_class, a retry_after outside 0..30 days); FAILED_PRECONDITION
    * with reason LEASE_STALE (lease unknown, expired or cancelled);
    * UNAVAILABLE while the database is unreachable (retry with backoff: the
    * lease stays current until its hard deadline). Reporting an outcome again
@@ -2724,7 +2728,9 @@ export interface WorkerServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Reports the outcome of a lease outside a stream (the job-queue pattern).
-   * Errors: INVALID_ARGUMENT (no lease id, no outcome); FAILED_PRECONDITION
+   * Errors: INVALID_ARGUMENT (no lease id, no outcome, NaN/Infinity or
+   * nesting past 32 levels in the result or error metadata, an undefined
+   * error_class, a retry_after outside 0..30 days); FAILED_PRECONDITION
    * with reason LEASE_STALE (lease unknown, expired or cancelled);
    * UNAVAILABLE while the database is unreachable (retry with backoff: the
    * lease stays current until its hard deadline). Reporting an outcome again
