@@ -523,3 +523,13 @@ async def test_nul_characters_and_oversized_names_are_refused_at_the_door(stubs:
         stubs.admin.ResetCircuitBreaker, apb.ResetCircuitBreakerRequest(key="\x00", actor="t")
     )
     assert details.fields == ["key"], details
+
+
+async def test_long_filter_lists_are_refused_naming_the_field(stubs: Stubs) -> None:
+    request = epb.WatchEventsRequest(namespaces=[f"ns{i}" for i in range(40_000)])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stubs.events.WatchEvents(request, timeout=10):
+            pass
+    details = _checked(caught.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.fields == ["namespaces"], details

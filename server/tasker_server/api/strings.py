@@ -6,6 +6,9 @@
   that size (``store/models.py``), whatever message carries them. A field of the same name in
   several messages has the smallest of their bounds.
 
+- Repeated fields named in ``MAX_ITEMS`` hold at most that many entries: each entry becomes a
+  bound parameter of one query (SQLite allows 32,766 per statement).
+
 Problems name the field by its path in the request (``hello.sdk_version``, ``context.a[2]``) and,
 for multi-line text such as template YAML, the line and column.
 """
@@ -19,7 +22,7 @@ from google.protobuf.message import Message
 
 from tasker_server.domain import errors
 
-__all__ = ["MAX_LENGTHS", "check_strings"]
+__all__ = ["MAX_ITEMS", "MAX_LENGTHS", "check_strings"]
 
 MAX_LENGTHS = {
     "namespace": 64,
@@ -40,6 +43,15 @@ MAX_LENGTHS = {
     "event_names": 64,
     "idempotency_key": 255,
     "correlation_id": 255,
+}
+
+MAX_ITEMS = {
+    "namespaces": 100,
+    "event_names": 100,
+    "handlers": 1000,
+    "keys": 1000,
+    "lease_ids": 10_000,
+    "held_leases": 10_000,
 }
 
 
@@ -96,6 +108,10 @@ def _message(path: str, message: Message, out: list[errors.FieldViolation]) -> N
                 elif isinstance(item, str):
                     _string(f"{p}[{str(key)[:40]!r}]", field.name, item, out)
         elif field.is_repeated:
+            most = MAX_ITEMS.get(field.name)
+            if most is not None and len(value) > most:
+                out.append(errors.FieldViolation(p, f"must have at most {most} entries"))
+                continue
             for i, item in enumerate(value):
                 if isinstance(item, Message):
                     _message(f"{p}[{i}]", item, out)
