@@ -220,13 +220,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "max_watch_streams",
         _positive_int,
-        1000,
+        5000,
         "Concurrent WatchTask/WatchEvents streams per server; more get RESOURCE_EXHAUSTED.",
     ),
     Setting(
         "max_watch_streams_per_client",
         _positive_int,
-        100,
+        1000,
         "Concurrent watch streams per client (its authenticated identity if any, else its peer "
         "address); more get RESOURCE_EXHAUSTED.",
     ),

@@ -45,8 +45,8 @@ export const protobufFileName = "tasker/v1/resources.proto";
  * in contexts, results, error metadata and template YAML nest at most 32
  * levels, and numbers are finite (INVALID_ARGUMENT naming the field). Strings
  * hold no NUL character and names fit their columns (namespace 64 characters,
- * template and step names 128, actor 255; INVALID_ARGUMENT). At most 1,000
- * watch streams per server and 100 per client are open at once
+ * template and step names 128, actor 255; INVALID_ARGUMENT). At most 5,000
+ * watch streams per server and 1,000 per client are open at once
  * (RESOURCE_EXHAUSTED, reason TOO_MANY_WATCH_STREAMS).
  * - Any RPC: a request that does not decode (not protobuf, invalid UTF-8 in a
  *   string, nested past protobuf's recursion limit) answers INVALID_ARGUMENT
