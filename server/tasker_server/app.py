@@ -122,7 +122,9 @@ class App:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
             ],
         )
-        watchers = Watchers(s.max_watch_streams, s.max_watch_streams_per_client)
+        watchers = Watchers(
+            s.max_watch_streams, s.max_watch_streams_per_client, tokens=bool(s.auth_tokens_file)
+        )
         services: list[tuple[Callable[..., None], object]] = [
             (
                 task_service_pb2_grpc.add_TaskServiceServicer_to_server,

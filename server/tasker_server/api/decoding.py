@@ -118,9 +118,7 @@ def tolerant_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """``handler`` with a deserializer that never raises and behaviour that refuses markers."""
     wrapped = wrap_handler(handler, unary=_unary, stream=_stream)
     # Method handlers are named tuples: only the deserializer changes.
-    return wrapped._replace(
-        request_deserializer=_tolerant(handler.request_deserializer)
-    )
+    return wrapped._replace(request_deserializer=_tolerant(handler.request_deserializer))
 
 
 class DecodingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
