@@ -69,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--connections", action="store_true", help="a channel per stream")
+    parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
     parser.add_argument("--address", help="measure a server already running here ...")
     parser.add_argument("--pid", type=int, help="... whose process id is this")
     args = parser.parse_args()
@@ -77,7 +78,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(
-            f"sqlite+aiosqlite:///{tmp}/watch.db",
+            args.database_url or f"sqlite+aiosqlite:///{tmp}/watch.db",
             log_level="error",
             max_watch_streams=args.streams + 10,
             max_watch_streams_per_client=args.streams + 10,
