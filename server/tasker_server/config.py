@@ -246,8 +246,8 @@ SETTINGS: tuple[Setting, ...] = (
         "max_template_nodes",
         _positive_int,
         20_000,
-        "YAML nodes in one template. Aliases are refused, so this bounds its size after "
-        "expansion too; more gets INVALID_ARGUMENT naming `yaml`.",
+        "YAML nodes in one template, each alias counted as the nodes it repeats (so this bounds "
+        "the size after expansion); more gets INVALID_ARGUMENT naming `yaml`.",
     ),
     Setting(
         "max_steps_per_template",

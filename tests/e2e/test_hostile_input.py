@@ -101,6 +101,7 @@ ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x]\n" + "".join(
 )
 HOSTILE_YAML = {
     "billion laughs": BILLION_LAUGHS,
+    "recursive alias": "name: &x [1, *x]",
     "alias bomb": ALIAS_BOMB,
     "nested 5,000 lists": "name: " + "[" * 5000 + "]" * 5000,
     "nested 5,000 mappings": "name: " + "{a: " * 5000 + "}" * 5000,
@@ -533,3 +534,15 @@ async def test_long_filter_lists_are_refused_naming_the_field(stubs: Stubs) -> N
     details = _checked(caught.value)
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.fields == ["namespaces"], details
+
+
+async def test_templates_with_ordinary_aliases_still_register(stubs: Stubs) -> None:
+    # PyYAML's dumper writes an anchor and an alias for a value used twice.
+    text = (
+        'name: shared\nnamespace: hostile\nversion: "1.0.0"\nstep_templates:\n'
+        "- {name: a, handler_class: h, retry: &r {max_attempts: 3}}\n"
+        "- {name: b, handler_class: h, retry: *r, depends_on_steps: [a]}\n"
+    )
+    reply = await stubs.templates.RegisterTemplate(tmpb.RegisterTemplateRequest(yaml=text))
+    assert reply.created
+    assert [s.retry.max_attempts for s in reply.template.steps] == [3, 3]

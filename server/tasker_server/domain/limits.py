@@ -18,8 +18,8 @@ class Limits:
     """Bounds on one request's content.
 
     - ``template_bytes``: template YAML text, UTF-8 encoded.
-    - ``template_nodes``: YAML nodes (scalars, lists, mappings) in one template; aliases are
-      refused outright, so this also bounds the template's size after expansion.
+    - ``template_nodes``: YAML nodes (scalars, lists, mappings) in one template, each alias
+      counted as the nodes it repeats: this bounds the template's size after expansion.
     - ``nesting_depth``: how deeply lists and mappings nest, in template YAML and in every JSON
       value a client sends (task context, step results, error metadata).
     - ``steps_per_template``: step templates in one template.

@@ -43,41 +43,78 @@ def _where(mark: yaml.Mark | None) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader for untrusted text: no aliases, bounded depth and node count, and duplicate
-    mapping keys recorded instead of silently keeping the last one.
+    """SafeLoader for untrusted text: expansion, depth and node count bounded while composing,
+    recursive aliases refused, and duplicate mapping keys recorded instead of silently keeping the
+    last one.
 
-    Aliases are refused while the document is composed (a few hundred bytes of nested aliases
-    expand to gigabytes: "billion laughs"); depth and node count are checked per node, before the
-    recursive composer and constructor could exhaust the stack or the memory. A duplicated
-    ``retry:`` would otherwise drop half of a step's settings without a word.
+    Aliases are legitimate (PyYAML's own dumper writes them for repeated values), but a few
+    hundred bytes of nested aliases stand for billions of nodes ("billion laughs"): whatever
+    walks the result later -- validation, JSON encoding -- expands them. So every node counts
+    with its expanded size: an alias adds the size of the node it repeats, and the document is
+    refused at the first alias or node that takes the total past ``template_nodes``, or the
+    expanded depth past ``nesting_depth``, before anything was expanded or recursed into. A
+    duplicated ``retry:`` would otherwise drop half of a step's settings without a word.
     """
 
     def __init__(self, stream: str, limits: Limits) -> None:
         super().__init__(stream)
         self.duplicates: list[FieldViolation] = []
         self._limits = limits
-        self._depth = 0
-        self._nodes = 0
+        self._depth = 0  # collections open around the current node
+        self._nodes = 0  # nodes so far, aliases counted expanded
+        # id(node) -> (expanded size, expanded height) of every node composed so far.
+        self._shapes: dict[int, tuple[int, int]] = {}
+
+    def _refuse(self, problem: str, mark: Any) -> None:
+        raise yaml.composer.ComposerError(None, None, problem, mark)
+
+    def _count(self, size: int, height: int, mark: Any) -> None:
+        self._nodes += size
+        if self._nodes > self._limits.template_nodes:
+            self._refuse(
+                f"the template has more than {self._limits.template_nodes} YAML nodes "
+                "(aliases counted expanded)",
+                mark,
+            )
+        if self._depth + height > self._limits.nesting_depth:
+            self._refuse(
+                f"lists and mappings nest more than {self._limits.nesting_depth} levels", mark
+            )
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event: Any = self.peek_event()  # type: ignore[no-untyped-call]
         mark: Any = event.start_mark
         if isinstance(event, yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
-        self._nodes += 1
-        if self._nodes > self._limits.template_nodes:
-            problem = f"the template has more than {self._limits.template_nodes} YAML nodes"
-            raise yaml.composer.ComposerError(None, None, problem, mark)
-        if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
-            self._depth += 1
-            if self._depth > self._limits.nesting_depth:
-                problem = f"lists and mappings nest more than {self._limits.nesting_depth} levels"
-                raise yaml.composer.ComposerError(None, None, problem, mark)
-            try:
-                return super().compose_node(parent, index)
-            finally:
-                self._depth -= 1
-        return super().compose_node(parent, index)
+            node = super().compose_node(parent, index)
+            shape = self._shapes.get(id(node))
+            if shape is None:  # the alias is inside the node it names: a cycle
+                self._refuse("recursive alias: a node cannot contain itself", mark)
+            assert shape is not None
+            self._count(*shape, mark)
+            return node
+        collection = isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent)
+        self._count(1, int(collection), mark)
+        if not collection:
+            node = super().compose_node(parent, index)
+            self._shapes[id(node)] = (1, 0)
+            return node
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        assert node is not None
+        children: list[Any] = (
+            [n for pair in node.value for n in pair]
+            if isinstance(node, yaml.MappingNode)
+            else list(node.value)
+        )
+        shapes = [self._shapes[id(child)] for child in children]
+        self._shapes[id(node)] = (
+            1 + sum(size for size, _ in shapes),
+            1 + max((height for _, height in shapes), default=0),
+        )
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()

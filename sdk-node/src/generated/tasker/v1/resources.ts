@@ -40,8 +40,8 @@ export const protobufFileName = "tasker/v1/resources.proto";
  * RESOURCE_EXHAUSTED past it); a step result at most 1 MiB (a larger one is
  * refused: the attempt fails permanently with error type ResultTooLarge and the
  * ack's reason is RESULT_TOO_LARGE); a template's YAML at most 256 KiB
- * (RESOURCE_EXHAUSTED) with at most 1,000 steps and 20,000 YAML nodes, no
- * aliases (INVALID_ARGUMENT); a gRPC message at most 8 MiB. Lists and objects
+ * (RESOURCE_EXHAUSTED) with at most 1,000 steps and 20,000 YAML nodes,
+ * aliases counted expanded (INVALID_ARGUMENT); a gRPC message at most 8 MiB. Lists and objects
  * in contexts, results, error metadata and template YAML nest at most 32
  * levels, and numbers are finite (INVALID_ARGUMENT naming the field). Strings
  * hold no NUL character and names fit their columns (namespace 64 characters,
