@@ -259,8 +259,8 @@ SETTINGS: tuple[Setting, ...] = (
         "max_payload_bytes",
         _positive_int,
         1024 * 1024,
-        "Largest task context or step result (compact JSON); larger gets RESOURCE_EXHAUSTED "
-        "(a step result that large fails its step permanently).",
+        "Largest task context or manually completed step result (compact JSON); larger gets "
+        "RESOURCE_EXHAUSTED. Results reported by workers have a fixed 1 MiB limit.",
     ),
     Setting(
         "max_nesting_depth",

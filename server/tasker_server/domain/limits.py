@@ -23,7 +23,8 @@ class Limits:
     - ``nesting_depth``: how deeply lists and mappings nest, in template YAML and in every JSON
       value a client sends (task context, step results, error metadata).
     - ``steps_per_template``: step templates in one template.
-    - ``payload_bytes``: a task context or a step result, serialized as compact JSON.
+    - ``payload_bytes``: a task context or a manually completed step result, serialized as
+      compact JSON (worker-reported results keep the worker service's fixed 1 MiB check).
     """
 
     template_bytes: int = 256 * 1024
