@@ -158,8 +158,8 @@ def _reader_problem(text: str, exc: yaml.reader.ReaderError) -> FieldViolation:
 def load_yaml(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, list[FieldViolation]]:
     """Parse one YAML document. Returns (data, violations); data is None if unparseable.
 
-    Never raises for bad input: syntax errors, control characters, aliases and documents past
-    ``limits`` become violations naming ``yaml`` with a line and column.
+    Never raises for bad input: syntax errors, control characters, recursive aliases and
+    documents past ``limits`` become violations naming ``yaml`` with a line and column.
     """
     try:
         loader = _StrictLoader(text, limits)
