@@ -20,7 +20,7 @@ TOOLS_STAMP := tools/node_modules/.installed
 NODE_STAMP  := sdk-node/node_modules/.installed
 
 .PHONY: help install install-system gen check-gen lint breaking test test-python test-node build-node \
-        test-ruby run bench chaos soak clean
+        test-ruby run bench chaos soak fuzz clean
 
 help:
 	@echo "make install-system  apt packages (Ruby, grpc tools, PostgreSQL if absent); idempotent, root"
@@ -34,6 +34,7 @@ help:
 	@echo "make bench           python -m bench"
 	@echo "make chaos           python -m chaos: faults under load (~15 min on today's code), tables in docs/"
 	@echo "make soak            python -m chaos.soak: 30 min at half the measured throughput (SOAK_ARGS=--minutes 2)"
+	@echo "make fuzz            hostile requests to every RPC of a fresh server (SEED=, CASES=10000)"
 	@echo "make clean           remove .venv, node_modules, build output and caches"
 
 # ---------------------------------------------------------------- install
@@ -135,6 +136,11 @@ chaos: install
 soak: install
 	$(TEST_ENV) $(PY) -m chaos.soak --out docs/reliability-soak.jsonl \
 	  --markdown docs/reliability-soak.md $(SOAK_ARGS)
+# Replay one case: .venv/bin/python -m fuzz --seed SEED --case N
+SEED  ?= 20261128
+CASES ?= 10000
+fuzz: $(VENV_STAMP)
+	$(TEST_ENV) $(PY) -m fuzz --seed $(SEED) --cases $(CASES)
 
 clean:
 	rm -rf $(VENV) tools/node_modules sdk-node/node_modules sdk-node/dist \

@@ -34,10 +34,12 @@ from tasker.v1 import (
 from tasker_server.api.access_rules import NamespaceResolver, missing_rules
 from tasker_server.api.admin_service import AdminService
 from tasker_server.api.credentials import CredentialSource
+from tasker_server.api.decoding import DecodingInterceptor
 from tasker_server.api.event_service import EventService
 from tasker_server.api.interceptors import AuthInterceptor, ErrorInterceptor
 from tasker_server.api.task_service import TaskService
 from tasker_server.api.template_service import TemplateService
+from tasker_server.api.watchers import Watchers
 from tasker_server.api.worker_service import WorkerService
 from tasker_server.config import Settings
 from tasker_server.domain.errors import FailedPrecondition, TaskerError
@@ -59,7 +61,6 @@ SERVICE_NAMES = (
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
 )
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 HEALTH_INTERVAL_SECONDS = 2.0
 
 
@@ -119,21 +120,31 @@ class App:
         if self.credentials is not None:
             if missing_rules():  # fail closed at start rather than refuse these calls later
                 raise FailedPrecondition(f"RPCs without an authorization rule: {missing_rules()}")
-            auth = [AuthInterceptor(self.credentials, NamespaceResolver(self.db))]
+            auth = [AuthInterceptor(self.credentials, NamespaceResolver(self.db, s.limits()))]
         self.server = grpc.aio.server(
             # OpenTelemetry outermost, then (optional) authentication, then the task context of
-            # logs/spans, then error mapping.
-            interceptors=[*server_interceptors(self.engine, auth), ErrorInterceptor()],
+            # logs/spans, then error mapping; innermost, undecodable requests become bad input.
+            interceptors=[
+                *server_interceptors(self.engine, auth),
+                ErrorInterceptor(),
+                DecodingInterceptor(),
+            ],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", s.max_message_bytes),
+                ("grpc.max_send_message_length", s.max_message_bytes),
                 # Let clients' HTTP/2 pings through without GOAWAY (workers keep streams open).
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
             ],
         )
+        watchers = Watchers(
+            s.max_watch_streams, s.max_watch_streams_per_client, tokens=bool(s.auth_tokens_file)
+        )
         services: list[tuple[Callable[..., None], object]] = [
-            (task_service_pb2_grpc.add_TaskServiceServicer_to_server, TaskService(self.commands)),
+            (
+                task_service_pb2_grpc.add_TaskServiceServicer_to_server,
+                TaskService(self.commands, watchers),
+            ),
             (
                 template_service_pb2_grpc.add_TemplateServiceServicer_to_server,
                 TemplateService(self.commands),
@@ -146,7 +157,10 @@ class App:
                 admin_service_pb2_grpc.add_AdminServiceServicer_to_server,
                 AdminService(self.commands),
             ),
-            (event_service_pb2_grpc.add_EventServiceServicer_to_server, EventService(self.engine)),
+            (
+                event_service_pb2_grpc.add_EventServiceServicer_to_server,
+                EventService(self.engine, watchers),
+            ),
         ]
         for add, servicer in services:
             add(servicer, self.server)

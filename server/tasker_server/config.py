@@ -28,6 +28,7 @@ from tasker_server.domain.access import (
     parse_auth_file,
     token_problem,
 )
+from tasker_server.domain.limits import Limits
 
 __all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "load_settings", "render_markdown"]
 
@@ -230,6 +231,61 @@ SETTINGS: tuple[Setting, ...] = (
         10_000,
         "Server-wide cap on tasks in progress (per-namespace caps: AdminService.UpdateNamespace).",
     ),
+    # -- resource limits on client input (issue 11; docs/security.md) --
+    Setting(
+        "max_watch_streams",
+        _positive_int,
+        5000,
+        "Concurrent WatchTask/WatchEvents streams per server; more get RESOURCE_EXHAUSTED.",
+    ),
+    Setting(
+        "max_watch_streams_per_client",
+        _positive_int,
+        1000,
+        "Concurrent watch streams per client (its authenticated identity if any, else its peer "
+        "address); more get RESOURCE_EXHAUSTED.",
+    ),
+    Setting(
+        "max_message_bytes",
+        _positive_int,
+        8 * 1024 * 1024,
+        "Largest gRPC message received or sent; a larger request gets RESOURCE_EXHAUSTED.",
+    ),
+    Setting(
+        "max_template_bytes",
+        _positive_int,
+        256 * 1024,
+        "Largest template YAML (UTF-8 bytes); larger gets RESOURCE_EXHAUSTED.",
+    ),
+    Setting(
+        "max_template_nodes",
+        _positive_int,
+        20_000,
+        "YAML nodes in one template, each alias counted as the nodes it repeats (so this bounds "
+        "the size after expansion); more gets INVALID_ARGUMENT naming `yaml`.",
+    ),
+    Setting(
+        "max_steps_per_template",
+        _positive_int,
+        1000,
+        "Step templates in one template; more gets INVALID_ARGUMENT naming `step_templates`.",
+    ),
+    Setting(
+        "max_payload_bytes",
+        _positive_int,
+        1024 * 1024,
+        "Largest task context or manually completed step result (compact JSON); larger gets "
+        "RESOURCE_EXHAUSTED. Results reported by workers have a fixed 1 MiB limit.",
+    ),
+    Setting(
+        "max_nesting_depth",
+        _positive_int,
+        32,
+        "How deeply lists and objects may nest in template YAML, task contexts, step results and "
+        "error metadata; deeper gets INVALID_ARGUMENT. protobuf itself refuses a Struct nested "
+        "past about 33 levels (its recursion limit of 100 messages).",
+    ),
+    # -- end resource limits --
     Setting(
         "shutdown_grace_seconds",
         _positive(_parse_float),
@@ -291,6 +347,14 @@ class Settings:
     max_unrecorded_outcomes: int
     event_retention_seconds: float
     max_parallel_tasks: int
+    max_watch_streams: int
+    max_watch_streams_per_client: int
+    max_message_bytes: int
+    max_template_bytes: int
+    max_template_nodes: int
+    max_steps_per_template: int
+    max_payload_bytes: int
+    max_nesting_depth: int
     shutdown_grace_seconds: float
     tls_cert_file: str
     tls_key_file: str
@@ -300,6 +364,16 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def limits(self) -> Limits:
+        """The limits on client input, as the domain sees them."""
+        return Limits(
+            template_bytes=self.max_template_bytes,
+            template_nodes=self.max_template_nodes,
+            nesting_depth=self.max_nesting_depth,
+            steps_per_template=self.max_steps_per_template,
+            payload_bytes=self.max_payload_bytes,
+        )
 
 
 def _apply(source: str, name: str, raw: object, into: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 
 __all__ = ["bind", "configure_logging", "correlation_id_var", "task_id_var"]
@@ -36,7 +36,11 @@ def bind(*, correlation_id: str = "", task_id: str = "") -> Iterator[None]:
         yield
     finally:
         for var, token in reversed(tokens):
-            var.reset(token)
+            # A streaming handler (an async generator) whose client went away is closed by the
+            # event loop in another context: its tokens cannot be reset there, and the values
+            # end with the generator's own context anyway.
+            with suppress(ValueError):
+                var.reset(token)
 
 
 class _ContextFilter(logging.Filter):

@@ -39,8 +39,8 @@ from tasker.v1 import (
 )
 from tasker_server.domain.access import ALL_NAMESPACES, Permission
 from tasker_server.domain.errors import TaskerError
+from tasker_server.domain.limits import DEFAULT_LIMITS, Limits
 from tasker_server.domain.templates import parse_template
-from tasker_server.engine.commands import MAX_TEMPLATE_BYTES
 from tasker_server.store.access import lease_namespaces, task_namespace
 from tasker_server.store.db import Database
 
@@ -140,11 +140,11 @@ def _lease_ids(request: Any) -> list[str]:
     return [lease_id] if lease_id else []
 
 
-def _template_namespace(text: str) -> str | None:
-    if len(text.encode()) > MAX_TEMPLATE_BYTES:
-        return None  # refused by the handler anyway; not worth parsing
+def _template_namespace(text: str, limits: Limits) -> str | None:
+    # Parsed under the same limits as the handler's: what it would refuse (too large, malformed)
+    # names no namespace, and the handler refuses it anyway.
     try:
-        return parse_template(text).namespace
+        return parse_template(text, limits=limits).namespace
     except TaskerError:
         return None
 
@@ -172,8 +172,9 @@ class NamespaceResolver:
     """The namespaces a request touches, per its rule's source (``*`` = every namespace; none:
     the roles alone decide)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, limits: Limits = DEFAULT_LIMITS) -> None:
         self.db = db
+        self.limits = limits
         self._tasks = _Lru()
         self._leases = _Lru()
 
@@ -191,7 +192,7 @@ class NamespaceResolver:
         if source is Source.LEASES:
             return await self._lease_namespaces(_lease_ids(request))
         if source is Source.TEMPLATE:
-            found = _template_namespace(request.yaml)
+            found = _template_namespace(request.yaml, self.limits)
             return (found,) if found else ()
         if source is Source.EVERY:
             return (ALL_NAMESPACES,)

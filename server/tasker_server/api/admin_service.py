@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import grpc
@@ -16,25 +15,14 @@ from tasker_server.store.breakers import load_breakers
 from tasker_server.store.templates import list_namespaces
 from tasker_server.store.workers import connected_workers
 
-from . import convert, validation
+from . import convert, pagination, validation
 
 __all__ = ["AdminService"]
 
 
-def _after(token: str) -> str:
-    if not token:
-        return ""
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except Exception:
-        raise errors.InvalidArgument(
-            "invalid page_token",
-            [errors.FieldViolation("page_token", "not a token from a previous response")],
-        ) from None
-
-
-def _token(last: str) -> str:
-    return base64.urlsafe_b64encode(last.encode()).decode()
+def _after(token: str, kind: str) -> str:
+    position = pagination.decode(token, kind, str)
+    return str(position[0]) if position else ""
 
 
 class AdminService(pb_grpc.AdminServiceServicer):
@@ -71,7 +59,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
             task_id,
             request.step_name,
             complete=complete,
-            result=convert.to_dict(request.result),
+            result=convert.to_dict(request.result, "result", self.commands.limits.nesting_depth),
             actor=request.actor,
             reason=request.reason,
         )
@@ -138,7 +126,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
         self, request: pb.ListWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListWorkersResponse:
         size = validation.page_size(request.page_size)
-        after = _after(request.page_token)
+        after = _after(request.page_token, "workers")
         async with self.commands.db.session(read_only=True) as s:
             rows = await connected_workers(s, after)
         # Connected workers are few; filtering the JSON list here keeps the query portable and
@@ -152,7 +140,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
             if row.id in live:
                 msg.in_flight = len(live[row.id].leases)
             workers.append(msg)
-        token = _token(rows[size - 1].id) if len(rows) > size else ""
+        token = pagination.encode("workers", rows[size - 1].id) if len(rows) > size else ""
         return pb.ListWorkersResponse(workers=workers, next_page_token=token)
 
     async def PauseNamespace(
@@ -189,10 +177,10 @@ class AdminService(pb_grpc.AdminServiceServicer):
         self, request: pb.ListNamespacesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListNamespacesResponse:
         size = validation.page_size(request.page_size)
-        after = _after(request.page_token)
+        after = _after(request.page_token, "namespaces")
         async with self.commands.db.session(read_only=True) as s:
             rows = await list_namespaces(s, after, size + 1)
-        token = _token(rows[size - 1].name) if len(rows) > size else ""
+        token = pagination.encode("namespaces", rows[size - 1].name) if len(rows) > size else ""
         return pb.ListNamespacesResponse(
             namespaces=[convert.namespace_message(r) for r in rows[:size]], next_page_token=token
         )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
-from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.json_format import ParseDict
 
 from tasker.v1 import resources_pb2 as pb
+from tasker_server.domain import errors
+from tasker_server.domain.limits import DEFAULT_LIMITS
 from tasker_server.domain.templates import TemplateDefinition
 from tasker_server.store.dispatch import ClaimedStep
 from tasker_server.store.models import Event, Namespace, Step, Task, Worker
@@ -36,8 +39,55 @@ def struct(value: Any) -> struct_pb2.Struct:
     return out
 
 
-def to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    return MessageToDict(value)
+def to_dict(
+    value: struct_pb2.Struct, field: str = "", max_depth: int = DEFAULT_LIMITS.nesting_depth
+) -> dict[str, Any]:
+    """A client's Struct as plain JSON data; INVALID_ARGUMENT naming ``field`` (and the path
+    inside it) for NaN or infinite numbers, which JSON cannot hold, and for lists and objects
+    nested more than ``max_depth`` levels (the Struct itself is level 1)."""
+    out: dict[str, Any] = {}
+    # Iterative, so that no nesting the decoder let through can exhaust the stack here.
+    stack: list[tuple[Any, Any, str, int]] = [(value, out, field, 1)]
+    while stack:
+        message, into, path, depth = stack.pop()
+        if depth > max_depth:
+            raise _invalid(path, f"nests more than {max_depth} levels of lists and objects")
+        if isinstance(message, struct_pb2.Struct):
+            items: Any = ((k, v, join_field(path, k)) for k, v in message.fields.items())
+        else:
+            items = ((i, v, f"{path}[{i}]") for i, v in enumerate(message.values))
+        for key, item, item_path in items:
+            kind = item.WhichOneof("kind")
+            if kind == "struct_value":
+                child: Any = {}
+                stack.append((item.struct_value, child, item_path, depth + 1))
+            elif kind == "list_value":
+                child = [None] * len(item.list_value.values)
+                stack.append((item.list_value, child, item_path, depth + 1))
+            elif kind == "number_value":
+                child = item.number_value
+                if not math.isfinite(child):
+                    raise _invalid(
+                        item_path, "must be a finite number (JSON has no NaN or Infinity)"
+                    )
+            elif kind == "string_value":
+                child = item.string_value
+            elif kind == "bool_value":
+                child = item.bool_value
+            else:  # null_value, or no kind set (JSON has no "undefined": null)
+                child = None
+            into[key] = child
+    return out
+
+
+def join_field(path: str, key: str) -> str:
+    """``context`` + ``a`` -> ``context.a``; keys that are not identifiers are quoted, clipped."""
+    shown = key if key.isidentifier() else repr(key[:40] + ("..." if len(key) > 40 else ""))
+    return f"{path}.{shown}" if path else shown
+
+
+def _invalid(path: str, problem: str) -> errors.InvalidArgument:
+    return errors.InvalidArgument("invalid JSON value", [errors.FieldViolation(path, problem)])
 
 
 def ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:

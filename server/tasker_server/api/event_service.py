@@ -18,8 +18,19 @@ from tasker_server.store.events import events_after, last_sequence, pruned_throu
 from tasker_server.store.models import Event
 
 from . import convert
+from .watchers import Watchers
 
-__all__ = ["EventService", "check_retention", "follow"]
+__all__ = ["EventService", "check_retention", "follow", "resume_point"]
+
+
+async def resume_point(db: Database, after: int) -> int:
+    """Where a watch resumes: ``after``, or the log's end if ``after`` is beyond it. No client
+    can have seen events that were never written; a sequence from the future would otherwise
+    hide every event until the log caught up with it, the end of the watched task included."""
+    if after <= 0:
+        return after
+    async with db.session(read_only=True) as s:
+        return min(after, await last_sequence(s))
 
 
 async def check_retention(db: Database, after: int) -> None:
@@ -66,31 +77,34 @@ async def follow(
 
 
 class EventService(pb_grpc.EventServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, watchers: Watchers) -> None:
         self.engine = engine
+        self.watchers = watchers
 
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchEventsResponse]:
-        db = self.engine.db
-        after = request.after_sequence
-        if after < 0:
-            async with db.session(read_only=True) as s:
-                after = await last_sequence(s)
-        await check_retention(db, after)
-        loop, next_check = asyncio.get_running_loop(), 0.0
-        pages = follow(
-            self.engine,
-            after,
-            namespaces=list(request.namespaces),
-            names=list(request.event_names),
-        )
-        async for page in pages:
-            # A gap may be events pruned underneath a consumer that fell behind the retention
-            # window (or just filtered out / a rolled-back sequence): look, at most every 5 s.
-            if page and page[0].seq > after + 1 and loop.time() >= next_check:
-                next_check = loop.time() + 5.0
-                await check_retention(db, after)
-            for row in page:
-                after = row.seq
-                yield pb.WatchEventsResponse(event=convert.event_message(row))
+        with self.watchers.slot(context):
+            db = self.engine.db
+            after = request.after_sequence
+            if after < 0:
+                async with db.session(read_only=True) as s:
+                    after = await last_sequence(s)
+            after = await resume_point(db, after)
+            await check_retention(db, after)
+            loop, next_check = asyncio.get_running_loop(), 0.0
+            pages = follow(
+                self.engine,
+                after,
+                namespaces=list(request.namespaces),
+                names=list(request.event_names),
+            )
+            async for page in pages:
+                # A gap may be events pruned underneath a consumer that fell behind the retention
+                # window (or just filtered out / a rolled-back sequence): look, at most every 5 s.
+                if page and page[0].seq > after + 1 and loop.time() >= next_check:
+                    next_check = loop.time() + 5.0
+                    await check_retention(db, after)
+                for row in page:
+                    after = row.seq
+                    yield pb.WatchEventsResponse(event=convert.event_message(row))

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC
 from typing import Any
 
 import grpc
 
 from tasker.v1 import task_service_pb2 as pb
 from tasker.v1 import task_service_pb2_grpc as pb_grpc
-from tasker_server.domain import errors
 from tasker_server.domain.states import FINISHED_TASK_STATES
 from tasker_server.engine.commands import Commands
 from tasker_server.store import tasks as task_store
 
-from . import convert, validation
-from .event_service import check_retention, follow
+from . import convert, pagination, validation
+from .event_service import check_retention, follow, resume_point
+from .watchers import Watchers
 
 __all__ = ["TaskService"]
 
@@ -40,24 +39,26 @@ def _trace_context(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str | N
 
 
 class TaskService(pb_grpc.TaskServiceServicer):
-    def __init__(self, commands: Commands) -> None:
+    def __init__(self, commands: Commands, watchers: Watchers) -> None:
         self.commands = commands
         self.engine = commands.engine
+        self.watchers = watchers
 
     async def CreateTask(
         self, request: pb.CreateTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateTaskResponse:
         parent, state = _trace_context(context)
+        limits = self.commands.limits
         detail, created = await self.commands.create_task(
             namespace=request.namespace,
             template_name=request.template_name,
             template_version=request.template_version,
-            context=convert.to_dict(request.context),
+            context=convert.to_dict(request.context, "context", limits.nesting_depth),
             idempotency_key=request.idempotency_key,
             correlation_id=request.correlation_id,
             priority=request.priority,
             tags=list(request.tags),
-            deadline=request.deadline.ToDatetime(tzinfo=UTC)
+            deadline=validation.timestamp(request.deadline, "deadline")
             if request.HasField("deadline")
             else None,
             trace_parent=parent,
@@ -77,17 +78,16 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListTasksResponse:
         size = validation.page_size(request.page_size)
-        before = None
-        if request.page_token:
-            try:
-                before = task_store.decode_page_token(request.page_token)
-            except Exception:
-                raise errors.InvalidArgument(
-                    "invalid page_token",
-                    [errors.FieldViolation("page_token", "not a token from a previous response")],
-                ) from None
+        position = pagination.decode(request.page_token, "tasks", int)
+        before = int(position[0]) if position else None
         state = ""
         if request.state:
+            validation.enum_value(
+                request.state,
+                pb.ListTasksRequest.DESCRIPTOR.fields_by_name["state"].enum_type,
+                "state",
+                allow_unspecified=True,
+            )
             state = convert.task_state_name(request.state)
         async with self.commands.db.session(read_only=True) as s:
             rows = await task_store.list_tasks(
@@ -98,7 +98,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
                 limit=size + 1,
                 before_id=before,
             )
-        token = task_store.encode_page_token(rows[size - 1].id) if len(rows) > size else ""
+        token = pagination.encode("tasks", rows[size - 1].id) if len(rows) > size else ""
         return pb.ListTasksResponse(
             tasks=[convert.task_message(t) for t in rows[:size]], next_page_token=token
         )
@@ -115,15 +115,18 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self, request: pb.WatchTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchTaskResponse]:
         task_id = validation.task_id(request.task_id)
-        detail = await self.commands.get_task(task_id)
-        after = request.after_sequence
-        await check_retention(self.commands.db, after)
-        # A task already finished before the call: replay what is left, then end.
-        finished = detail.task.state in FINISHED_TASK_STATES
-        async for page in follow(self.engine, after, task_id=task_id):
-            for row in page:
-                yield pb.WatchTaskResponse(event=convert.event_message(row))
-                if row.name in _TERMINAL_EVENTS:
+        with self.watchers.slot(context):
+            # The resume point is fixed before the state is read: a task that finishes in
+            # between has its final event after it.
+            after = await resume_point(self.commands.db, request.after_sequence)
+            # Only whether the task had finished is kept: an idle watcher holds no task detail.
+            finished = (await self.commands.get_task(task_id)).task.state in FINISHED_TASK_STATES
+            await check_retention(self.commands.db, after)
+            async for page in follow(self.engine, after, task_id=task_id):
+                for row in page:
+                    yield pb.WatchTaskResponse(event=convert.event_message(row))
+                    if row.name in _TERMINAL_EVENTS:
+                        return
+                # A task already finished before the call: replay what is left, then end.
+                if not page and finished:
                     return
-            if not page and finished:
-                return

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 import grpc
@@ -13,10 +11,10 @@ from tasker.v1 import template_service_pb2 as pb
 from tasker.v1 import template_service_pb2_grpc as pb_grpc
 from tasker_server.domain import errors
 from tasker_server.domain.templates import validate_template, version_key
-from tasker_server.engine.commands import MAX_TEMPLATE_BYTES, Commands
+from tasker_server.engine.commands import Commands
 from tasker_server.store import templates as template_store
 
-from . import convert, validation
+from . import convert, pagination, validation
 
 __all__ = ["TemplateService"]
 
@@ -46,16 +44,14 @@ class TemplateService(pb_grpc.TemplateServiceServicer):
         self, request: pb.ListTemplatesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListTemplatesResponse:
         size = validation.page_size(request.page_size)
+        position = pagination.decode(request.page_token, "templates", str, str, str)
         after = None
-        if request.page_token:
+        if position is not None:
+            ns, name, version = (str(p) for p in position)
             try:
-                ns, name, version = json.loads(base64.urlsafe_b64decode(request.page_token))
                 after = (ns, name, *version_key(version))
-            except Exception:
-                raise errors.InvalidArgument(
-                    "invalid page_token",
-                    [errors.FieldViolation("page_token", "not a token from a previous response")],
-                ) from None
+            except ValueError:
+                raise pagination.invalid_token() from None
         async with self.commands.db.session(read_only=True) as s:
             rows = await template_store.list_templates(
                 s, namespace=request.namespace, name=request.name, limit=size + 1, after=after
@@ -63,9 +59,7 @@ class TemplateService(pb_grpc.TemplateServiceServicer):
         token = ""
         if len(rows) > size:
             last = rows[size - 1]
-            token = base64.urlsafe_b64encode(
-                json.dumps([last.namespace, last.name, last.version]).encode()
-            ).decode()
+            token = pagination.encode("templates", last.namespace, last.name, last.version)
         return pb.ListTemplatesResponse(
             templates=[
                 convert.template_message(r, self.commands.definition(r), yaml=False)
@@ -77,10 +71,9 @@ class TemplateService(pb_grpc.TemplateServiceServicer):
     async def ValidateTemplate(
         self, request: pb.ValidateTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ValidateTemplateResponse:
-        if len(request.yaml.encode()) > MAX_TEMPLATE_BYTES:
-            raise errors.ResourceExhausted("template YAML is over 256 KiB")
+        self.commands.check_template_size(request.yaml)
         problems = (
-            validate_template(request.yaml)
+            validate_template(request.yaml, self.commands.limits)
             if request.yaml.strip()
             else [errors.FieldViolation("yaml", "must not be empty")]
         )

@@ -30,7 +30,7 @@ from tasker_server.store.dispatch import ClaimedStep
 from tasker_server.store.outcomes import Outcome, OutcomeKind, Verdict
 from tasker_server.store.types import utcnow
 
-from . import convert
+from . import convert, validation
 
 __all__ = ["WorkerService"]
 
@@ -304,6 +304,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 "worker_id is required: a lease is valid only from the worker it was issued to",
                 [errors.FieldViolation("worker_id", "is required")],
             )
+        validation.outcome(kind, body, self.settings.limits())
         # Not held through an outage of unknown length: the caller retries with backoff (the
         # stream, whose reports are applied as soon as the database returns, is the patient path).
         outcome = _outcome(body, request.worker_id, kind == "success")

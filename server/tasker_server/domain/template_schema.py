@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from tasker_server.domain.errors import FieldViolation
+from tasker_server.domain.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "YAML_FIELD",
@@ -42,14 +43,78 @@ def _where(mark: yaml.Mark | None) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that records duplicate mapping keys instead of silently keeping the last one.
+    """SafeLoader for untrusted text: expansion, depth and node count bounded while composing,
+    recursive aliases refused, and duplicate mapping keys recorded instead of silently keeping the
+    last one.
 
-    A duplicated ``retry:`` would otherwise drop half of a step's settings without a word.
+    Aliases are legitimate (PyYAML's own dumper writes them for repeated values), but a few
+    hundred bytes of nested aliases stand for billions of nodes ("billion laughs"): whatever
+    walks the result later -- validation, JSON encoding -- expands them. So every node counts
+    with its expanded size: an alias adds the size of the node it repeats, and the document is
+    refused at the first alias or node that takes the total past ``template_nodes``, or the
+    expanded depth past ``nesting_depth``, before anything was expanded or recursed into. A
+    duplicated ``retry:`` would otherwise drop half of a step's settings without a word.
     """
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, limits: Limits) -> None:
         super().__init__(stream)
         self.duplicates: list[FieldViolation] = []
+        self._limits = limits
+        self._depth = 0  # collections open around the current node
+        self._nodes = 0  # nodes so far, aliases counted expanded
+        # id(node) -> (expanded size, expanded height) of every node composed so far.
+        self._shapes: dict[int, tuple[int, int]] = {}
+
+    def _refuse(self, problem: str, mark: Any) -> None:
+        raise yaml.composer.ComposerError(None, None, problem, mark)
+
+    def _count(self, size: int, height: int, mark: Any) -> None:
+        self._nodes += size
+        if self._nodes > self._limits.template_nodes:
+            self._refuse(
+                f"the template has more than {self._limits.template_nodes} YAML nodes "
+                "(aliases counted expanded)",
+                mark,
+            )
+        if self._depth + height > self._limits.nesting_depth:
+            self._refuse(
+                f"lists and mappings nest more than {self._limits.nesting_depth} levels", mark
+            )
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        mark: Any = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            shape = self._shapes.get(id(node))
+            if shape is None:  # the alias is inside the node it names: a cycle
+                self._refuse("recursive alias: a node cannot contain itself", mark)
+            assert shape is not None
+            self._count(*shape, mark)
+            return node
+        collection = isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent)
+        self._count(1, int(collection), mark)
+        if not collection:
+            node = super().compose_node(parent, index)
+            self._shapes[id(node)] = (1, 0)
+            return node
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        assert node is not None
+        children: list[Any] = (
+            [n for pair in node.value for n in pair]
+            if isinstance(node, yaml.MappingNode)
+            else list(node.value)
+        )
+        shapes = [self._shapes[id(child)] for child in children]
+        self._shapes[id(node)] = (
+            1 + sum(size for size, _ in shapes),
+            1 + max((height for _, height in shapes), default=0),
+        )
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -63,23 +128,55 @@ class _StrictLoader(yaml.SafeLoader):
             if duplicate:
                 self.duplicates.append(
                     FieldViolation(
-                        YAML_FIELD, f"{_where(key_node.start_mark)}duplicate key {key!r}"
+                        YAML_FIELD, f"{_where(key_node.start_mark)}duplicate key {_short(key)}"
                     )
                 )
         return super().construct_mapping(node, deep=deep)
 
 
-def load_yaml(text: str) -> tuple[Any, list[FieldViolation]]:
-    """Parse one YAML document. Returns (data, violations); data is None if unparseable."""
-    loader = _StrictLoader(text)
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    return _clip(repr(value), limit)
+
+
+def _reader_problem(text: str, exc: yaml.reader.ReaderError) -> FieldViolation:
+    # The reader rejects NUL and other control characters before any mark exists: locate the
+    # character from its offset.
+    pos = max(0, min(exc.position, len(text)))
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return FieldViolation(
+        YAML_FIELD,
+        f"line {line}, column {column}: character U+{exc.character:04X} is not allowed "
+        "(control characters other than tab and newline)",
+    )
+
+
+def load_yaml(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, list[FieldViolation]]:
+    """Parse one YAML document. Returns (data, violations); data is None if unparseable.
+
+    Never raises for bad input: syntax errors, control characters, recursive aliases and
+    documents past ``limits`` become violations naming ``yaml`` with a line and column.
+    """
+    try:
+        loader = _StrictLoader(text, limits)
+    except yaml.reader.ReaderError as exc:
+        return None, [_reader_problem(text, exc)]
     try:
         data = loader.get_single_data()
+    except yaml.reader.ReaderError as exc:
+        return None, [_reader_problem(text, exc)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        return None, [FieldViolation(YAML_FIELD, f"{_where(mark)}{problem}")]
+        return None, [FieldViolation(YAML_FIELD, f"{_where(mark)}{_clip(problem, 200)}")]
     except yaml.YAMLError as exc:
-        return None, [FieldViolation(YAML_FIELD, f"invalid YAML: {exc}")]
+        return None, [FieldViolation(YAML_FIELD, f"invalid YAML: {_clip(str(exc), 200)}")]
+    except RecursionError:  # pragma: no cover - the depth limit comes first
+        return None, [FieldViolation(YAML_FIELD, "the document nests too deeply")]
     finally:
         loader.dispose()
     return data, loader.duplicates

@@ -46,6 +46,7 @@ from jsonschema.exceptions import SchemaError
 
 from tasker_server.domain import dag
 from tasker_server.domain.errors import FieldViolation, InvalidArgument
+from tasker_server.domain.limits import DEFAULT_LIMITS, Limits
 from tasker_server.domain.retry import RetryPolicy, validate_retry_policy
 from tasker_server.domain.template_schema import YAML_FIELD, Collector, join, load_yaml
 
@@ -63,7 +64,7 @@ __all__ = [
 
 DEFAULT_STEP_TIMEOUT_SECONDS = 300.0
 MAX_STEP_TIMEOUT_SECONDS = 86_400.0
-MAX_STEPS = 1000
+MAX_STEPS = DEFAULT_LIMITS.steps_per_template
 MAX_PARALLEL_STEPS_LIMIT = 1000
 
 _NAME = re.compile(r"[a-z0-9_.-]+")
@@ -218,22 +219,24 @@ def content_hash(defn: TemplateDefinition) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def validate_template(yaml_text: str) -> list[FieldViolation]:
+def validate_template(yaml_text: str, limits: Limits = DEFAULT_LIMITS) -> list[FieldViolation]:
     """Every problem with the template (empty list if valid); never raises for bad input."""
     try:
-        parse_template(yaml_text)
+        parse_template(yaml_text, limits=limits)
     except InvalidArgument as exc:
         return exc.violations
     return []
 
 
-def parse_template(yaml_text: str, environment: str | None = None) -> TemplateDefinition:
+def parse_template(
+    yaml_text: str, environment: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> TemplateDefinition:
     """Parse and validate; raise InvalidArgument listing every problem found."""
-    data, violations = load_yaml(yaml_text)
+    data, violations = load_yaml(yaml_text, limits)
     if data is None and violations:
         raise InvalidArgument("invalid template YAML", violations, reason="INVALID_TEMPLATE")
     try:
-        defn = _parse_document(data)
+        defn = _parse_document(data, limits.steps_per_template)
     except InvalidArgument as exc:
         exc.violations[:0] = violations
         raise
@@ -270,7 +273,7 @@ def validate_input(defn: TemplateDefinition, value: Any) -> list[FieldViolation]
 # --- parsing -------------------------------------------------------------------------------------
 
 
-def _parse_document(data: Any) -> TemplateDefinition:
+def _parse_document(data: Any, max_steps: int | None = None) -> TemplateDefinition:
     c = Collector()
     if not isinstance(data, dict):
         problem = "is empty" if data is None else "must be a mapping at the top level"
@@ -305,7 +308,7 @@ def _parse_document(data: Any) -> TemplateDefinition:
             )
             timeout = c.number(orch, "timeout_seconds", "orchestration", gt=0)
 
-    steps = _parse_steps(c, doc.get("step_templates"))
+    steps = _parse_steps(c, doc.get("step_templates"), max_steps)
     environments = _parse_environments(c, doc.get("environments"), steps)
 
     if c.violations:
@@ -324,7 +327,7 @@ def _parse_document(data: Any) -> TemplateDefinition:
     )
 
 
-def _parse_steps(c: Collector, raw: Any) -> dict[str, StepDefinition]:
+def _parse_steps(c: Collector, raw: Any, max_steps: int | None) -> dict[str, StepDefinition]:
     """Valid steps by name, in template order; problems go to ``c``."""
     if raw is None:
         c.add("step_templates", "is required")
@@ -335,8 +338,8 @@ def _parse_steps(c: Collector, raw: Any) -> dict[str, StepDefinition]:
     if not raw:
         c.add("step_templates", "must contain at least one step")
         return {}
-    if len(raw) > MAX_STEPS:
-        c.add("step_templates", f"must contain at most {MAX_STEPS} steps, got {len(raw)}")
+    if max_steps is not None and len(raw) > max_steps:
+        c.add("step_templates", f"must contain at most {max_steps} steps, got {len(raw)}")
         return {}
 
     steps: dict[str, StepDefinition] = {}

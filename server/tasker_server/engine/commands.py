@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from tasker_server.domain import errors
+from tasker_server.domain.limits import DEFAULT_LIMITS
 from tasker_server.domain.states import StepState, TaskState
 from tasker_server.domain.templates import (
     TemplateDefinition,
@@ -33,14 +34,12 @@ from .engine import Engine
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
-    "MAX_TEMPLATE_BYTES",
     "Commands",
 ]
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD_BYTES = 1024 * 1024
-MAX_TEMPLATE_BYTES = 256 * 1024
+MAX_PAYLOAD_BYTES = DEFAULT_LIMITS.payload_bytes  # the default; Commands.limits is configured
 MAX_TAGS = 32
 LATEST_TEMPLATE_TTL_SECONDS = 2.0
 MAX_TAG_LENGTH = 64
@@ -55,6 +54,7 @@ class Commands:
         self.engine = engine
         self.db = engine.db
         self.environment = environment or None
+        self.limits = engine.settings.limits()
         self._definitions: dict[int, TemplateDefinition] = {}
         self._templates: dict[
             tuple[str, str, str], tuple[template_store.StoredTemplate, float]
@@ -67,12 +67,8 @@ class Commands:
             raise errors.InvalidArgument(
                 "yaml is required", [errors.FieldViolation("yaml", "must not be empty")]
             )
-        if len(yaml_text.encode()) > MAX_TEMPLATE_BYTES:
-            raise errors.ResourceExhausted(
-                f"template YAML is over {MAX_TEMPLATE_BYTES // 1024} KiB",
-                reason="TEMPLATE_TOO_LARGE",
-            )
-        defn = parse_template(yaml_text)
+        self.check_template_size(yaml_text)
+        defn = parse_template(yaml_text, limits=self.limits)
         digest = content_hash(defn)
         key = f"{defn.namespace}/{defn.name}@{defn.version}"
         async with self.db.session() as s:
@@ -105,6 +101,13 @@ class Commands:
                 reason="TEMPLATE_VERSION_EXISTS",
             )
         return existing, False
+
+    def check_template_size(self, yaml_text: str) -> None:
+        limit = self.limits.template_bytes
+        if len(yaml_text) > limit or len(yaml_text.encode()) > limit:
+            raise errors.ResourceExhausted(
+                f"template YAML is over {limit} bytes", reason="TEMPLATE_TOO_LARGE"
+            )
 
     async def _configure_breakers(self, s: Session, defn: TemplateDefinition) -> None:
         """Thresholds named in a template apply to its breaker keys (shared by replicas)."""
@@ -195,9 +198,10 @@ class Commands:
             violations.append(errors.FieldViolation("correlation_id", "at most 255 characters"))
         if violations:
             raise errors.InvalidArgument("invalid CreateTask request", violations)
-        if payload_size(context) > MAX_PAYLOAD_BYTES:
+        if payload_size(context) > self.limits.payload_bytes:
             raise errors.ResourceExhausted(
-                "context is over 1 MiB serialized", reason="PAYLOAD_TOO_LARGE"
+                f"context is over {self.limits.payload_bytes} bytes serialized",
+                reason="PAYLOAD_TOO_LARGE",
             )
 
         stored = await self.get_template(namespace, template_name, template_version)
@@ -251,7 +255,38 @@ class Commands:
             trace_state=trace_state,
             steps=steps,
         )
-        return await self.engine.creator.create(new)
+        detail, created = await self.engine.creator.create(new)
+        if not created:
+            self._check_same_request(detail.task, new, template_version)
+        return detail, created
+
+    @staticmethod
+    def _check_same_request(existing: Any, new: task_store.NewTask, requested_version: str) -> None:
+        """An idempotency key names one request: a retry gets the task it created, a different
+        request under the same key is refused (ALREADY_EXISTS with the task's id in ErrorInfo
+        metadata, like Temporal's WorkflowExecutionAlreadyStarted) rather than silently given a
+        task that is not what it asked for."""
+        differs = [
+            name
+            for name, same in (
+                ("template_name", existing.template_name == new.template_name),
+                (
+                    "template_version",
+                    not requested_version or existing.template_version == new.template_version,
+                ),
+                ("context", (existing.context or {}) == new.context),
+            )
+            if not same
+        ]
+        if differs:
+            raise errors.AlreadyExists(
+                "task",
+                str(existing.id),
+                f"idempotency key already used by task {existing.id} with a different "
+                f"{' and '.join(differs)}; use a new key for a new request",
+                reason="IDEMPOTENCY_KEY_REUSED",
+                metadata={"task_id": str(existing.id), "differs": ",".join(differs)},
+            )
 
     async def get_task(self, task_id: int) -> task_store.TaskDetail:
         async with self.db.session(read_only=True) as s:
@@ -299,8 +334,11 @@ class Commands:
         actor: str,
         reason: str,
     ) -> None:
-        if payload_size(result) > MAX_PAYLOAD_BYTES:
-            raise errors.ResourceExhausted("result is over 1 MiB serialized")
+        if payload_size(result) > self.limits.payload_bytes:
+            raise errors.ResourceExhausted(
+                f"result is over {self.limits.payload_bytes} bytes serialized",
+                reason="PAYLOAD_TOO_LARGE",
+            )
         to_state = StepState.COMPLETE if complete else StepState.RESOLVED_MANUALLY
         async with self.db.session() as s:
             journal = Journal()

@@ -25,6 +25,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
+from tasker_server.api import validation
 from tasker_server.api.interceptors import wrap_handler
 from tasker_server.engine.engine import Engine
 from tasker_server.logs import bind
@@ -155,13 +156,17 @@ class TaskContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def _ids(self, request: Any) -> tuple[str, str]:
         task_id = str(getattr(request, "task_id", "") or "")
-        correlation = str(getattr(request, "correlation_id", "") or "")
-        if task_id and not correlation:
+        correlation = str(getattr(request, "correlation_id", "") or "")[:255]
+        try:
+            number = validation.task_id(task_id) if task_id else None
+        except Exception:  # not a task id: no task to bind (nor to cache, whatever its size)
+            task_id, number = "", None
+        if number is not None and not correlation:
             cached = self.cache.get(task_id)
-            if cached is None and task_id.isdigit():
+            if cached is None:
                 try:
                     async with self.engine.db.session(read_only=True) as s:
-                        cached = await task_correlation_id(s, int(task_id)) or ""
+                        cached = await task_correlation_id(s, number) or ""
                 except Exception:  # logging context must never fail the RPC
                     cached = ""
                 self.cache.put(task_id, cached)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -300,19 +298,6 @@ async def load_task_detail(session: AsyncSession, task_id: int) -> TaskDetail | 
         .all()
     )
     return detail
-
-
-def encode_page_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": last_id}).encode()).decode()
-
-
-def decode_page_token(token: str) -> int:
-    """Raises ValueError on a malformed token."""
-    data = json.loads(base64.urlsafe_b64decode(token.encode()))
-    before = data["before"]
-    if not isinstance(before, int):
-        raise ValueError("bad token")
-    return before
 
 
 async def list_tasks(

@@ -187,7 +187,8 @@ class AdminServiceServicer:
 
     def ListWorkers(self, request, context):
         """Lists connected workers across all replicas sharing the database.
-        Errors: INVALID_ARGUMENT (paging).
+        Errors: INVALID_ARGUMENT (page_size out of range; page_token not from a
+        previous response of the same RPC, e.g. "%%%", names page_token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

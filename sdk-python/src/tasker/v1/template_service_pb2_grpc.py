@@ -89,8 +89,10 @@ class TemplateServiceServicer:
         Errors: INVALID_ARGUMENT with one field violation per problem found
         (YAML syntax with line and column, unknown dependency, cycle naming its
         steps, duplicate step, self-dependency, empty template, bad retry/timeout/
-        breaker settings, more than 1,000 steps); ALREADY_EXISTS (same version,
-        different content); RESOURCE_EXHAUSTED (YAML over 256 KiB).
+        breaker settings, more than 1,000 steps; more than 20,000 nodes with
+        aliases expanded, a recursive alias, nesting past 32 levels, NUL or other control characters, each naming
+        `yaml` with line and column); ALREADY_EXISTS (same version, different
+        content); RESOURCE_EXHAUSTED (YAML over 256 KiB).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -61,7 +61,8 @@ module Tasker
         # RESOLVED_MANUALLY).
         rpc :ResolveTaskManually, ::Tasker::V1::ResolveTaskManuallyRequest, ::Tasker::V1::ResolveTaskManuallyResponse
         # Lists connected workers across all replicas sharing the database.
-        # Errors: INVALID_ARGUMENT (paging).
+        # Errors: INVALID_ARGUMENT (page_size out of range; page_token not from a
+        # previous response of the same RPC, e.g. "%%%", names page_token).
         rpc :ListWorkers, ::Tasker::V1::ListWorkersRequest, ::Tasker::V1::ListWorkersResponse
         # Returns circuit breakers (all, or those with the given keys).
         rpc :GetCircuitBreakers, ::Tasker::V1::GetCircuitBreakersRequest, ::Tasker::V1::GetCircuitBreakersResponse

@@ -30,16 +30,23 @@ module Tasker
         #
         # Errors: INVALID_ARGUMENT (missing namespace/template_name, context not
         # matching the input schema — one field violation per problem, priority out
-        # of range, too many tags); NOT_FOUND (no such template or version);
+        # of range, too many tags, NaN/Infinity or nesting past 32 levels in the
+        # context, a deadline outside 0001-01-01..9999-12-31 or with nanos outside
+        # 0..999,999,999); NOT_FOUND (no such template or version);
         # RESOURCE_EXHAUSTED (context over 1 MiB).
-        # With an idempotency key already used in the namespace, answers OK with
-        # the existing task and created = false.
+        # With an idempotency key already used in the namespace by the same request
+        # (template and context), answers OK with the existing task and created =
+        # false; by a different request, ALREADY_EXISTS with reason
+        # IDEMPOTENCY_KEY_REUSED and the existing task's id in ErrorInfo metadata
+        # "task_id".
         rpc :CreateTask, ::Tasker::V1::CreateTaskRequest, ::Tasker::V1::CreateTaskResponse
         # Returns a task with its steps, attempts, results, errors and
-        # transitions. Errors: INVALID_ARGUMENT (empty task_id), NOT_FOUND.
+        # transitions. Errors: INVALID_ARGUMENT (empty task_id), NOT_FOUND (also
+        # for a task_id that is not 1 to 18 ASCII digits).
         rpc :GetTask, ::Tasker::V1::GetTaskRequest, ::Tasker::V1::GetTaskResponse
         # Lists tasks, newest first, without steps. Errors: INVALID_ARGUMENT
-        # (page_size out of range, malformed page_token).
+        # (page_size out of range, page_token not from a previous ListTasks
+        # response, state not a defined TaskState).
         rpc :ListTasks, ::Tasker::V1::ListTasksRequest, ::Tasker::V1::ListTasksResponse
         # Cancels a task: pending steps are cancelled and workers holding leases
         # are told to stop. Errors: NOT_FOUND; FAILED_PRECONDITION when the task is
@@ -49,8 +56,10 @@ module Tasker
         # then live ones, ending after the task's terminal event. Resume after a
         # disconnect with the last sequence seen: no gaps, no duplicates. Each
         # watcher reads the durable event log at its own pace, so a slow consumer
-        # never slows the engine. Errors: NOT_FOUND; OUT_OF_RANGE (reason
-        # EVENTS_PRUNED) when after_sequence is older than the retention window.
+        # never slows the engine. An after_sequence beyond the log's end resumes at
+        # its end. Errors: NOT_FOUND; OUT_OF_RANGE (reason EVENTS_PRUNED) when
+        # after_sequence is older than the retention window; RESOURCE_EXHAUSTED
+        # (reason TOO_MANY_WATCH_STREAMS) past the watch stream limits.
         rpc :WatchTask, ::Tasker::V1::WatchTaskRequest, stream(::Tasker::V1::WatchTaskResponse)
       end
 

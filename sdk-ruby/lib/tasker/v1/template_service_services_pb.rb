@@ -33,8 +33,10 @@ module Tasker
         # Errors: INVALID_ARGUMENT with one field violation per problem found
         # (YAML syntax with line and column, unknown dependency, cycle naming its
         # steps, duplicate step, self-dependency, empty template, bad retry/timeout/
-        # breaker settings, more than 1,000 steps); ALREADY_EXISTS (same version,
-        # different content); RESOURCE_EXHAUSTED (YAML over 256 KiB).
+        # breaker settings, more than 1,000 steps; more than 20,000 nodes with
+        # aliases expanded, a recursive alias, nesting past 32 levels, NUL or other control characters, each naming
+        # `yaml` with line and column); ALREADY_EXISTS (same version, different
+        # content); RESOURCE_EXHAUSTED (YAML over 256 KiB).
         rpc :RegisterTemplate, ::Tasker::V1::RegisterTemplateRequest, ::Tasker::V1::RegisterTemplateResponse
         # Returns one template version. Errors: INVALID_ARGUMENT, NOT_FOUND.
         rpc :GetTemplate, ::Tasker::V1::GetTemplateRequest, ::Tasker::V1::GetTemplateResponse

@@ -2347,7 +2347,8 @@ export const AdminServiceService = {
   },
   /**
    * Lists connected workers across all replicas sharing the database.
-   * Errors: INVALID_ARGUMENT (paging).
+   * Errors: INVALID_ARGUMENT (page_size out of range; page_token not from a
+   * previous response of the same RPC, e.g. "%%%", names page_token).
    */
   listWorkers: {
     path: "/tasker.v1.AdminService/ListWorkers" as const,
@@ -2472,7 +2473,8 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   resolveTaskManually: handleUnaryCall<ResolveTaskManuallyRequest, ResolveTaskManuallyResponse>;
   /**
    * Lists connected workers across all replicas sharing the database.
-   * Errors: INVALID_ARGUMENT (paging).
+   * Errors: INVALID_ARGUMENT (page_size out of range; page_token not from a
+   * previous response of the same RPC, e.g. "%%%", names page_token).
    */
   listWorkers: handleUnaryCall<ListWorkersRequest, ListWorkersResponse>;
   /** Returns circuit breakers (all, or those with the given keys). */
@@ -2585,7 +2587,8 @@ export interface AdminServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Lists connected workers across all replicas sharing the database.
-   * Errors: INVALID_ARGUMENT (paging).
+   * Errors: INVALID_ARGUMENT (page_size out of range; page_token not from a
+   * previous response of the same RPC, e.g. "%%%", names page_token).
    */
   listWorkers(
     request: ListWorkersRequest,

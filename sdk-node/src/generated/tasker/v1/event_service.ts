@@ -245,9 +245,12 @@ export const EventServiceService = {
    * ending on its own. Filters combine with AND; each repeated filter is an
    * OR of its values. Resume after a disconnect with the last sequence seen.
    * Each watcher reads the durable event log at its own pace, so a slow
-   * consumer never slows the engine. Errors: INVALID_ARGUMENT (malformed
-   * filter); OUT_OF_RANGE (reason EVENTS_PRUNED) when after_sequence is older
-   * than the retention window.
+   * consumer never slows the engine. An after_sequence beyond the log's end
+   * resumes at its end. Errors: INVALID_ARGUMENT (malformed filter);
+   * OUT_OF_RANGE (reason EVENTS_PRUNED) when after_sequence is older than the
+   * retention window; RESOURCE_EXHAUSTED (reason TOO_MANY_WATCH_STREAMS) past
+   * the watch stream limits (max_watch_streams per server,
+   * max_watch_streams_per_client per client).
    */
   watchEvents: {
     path: "/tasker.v1.EventService/WatchEvents" as const,
@@ -266,9 +269,12 @@ export interface EventServiceServer extends UntypedServiceImplementation {
    * ending on its own. Filters combine with AND; each repeated filter is an
    * OR of its values. Resume after a disconnect with the last sequence seen.
    * Each watcher reads the durable event log at its own pace, so a slow
-   * consumer never slows the engine. Errors: INVALID_ARGUMENT (malformed
-   * filter); OUT_OF_RANGE (reason EVENTS_PRUNED) when after_sequence is older
-   * than the retention window.
+   * consumer never slows the engine. An after_sequence beyond the log's end
+   * resumes at its end. Errors: INVALID_ARGUMENT (malformed filter);
+   * OUT_OF_RANGE (reason EVENTS_PRUNED) when after_sequence is older than the
+   * retention window; RESOURCE_EXHAUSTED (reason TOO_MANY_WATCH_STREAMS) past
+   * the watch stream limits (max_watch_streams per server,
+   * max_watch_streams_per_client per client).
    */
   watchEvents: handleServerStreamingCall<WatchEventsRequest, WatchEventsResponse>;
 }
@@ -279,9 +285,12 @@ export interface EventServiceClient extends Client {
    * ending on its own. Filters combine with AND; each repeated filter is an
    * OR of its values. Resume after a disconnect with the last sequence seen.
    * Each watcher reads the durable event log at its own pace, so a slow
-   * consumer never slows the engine. Errors: INVALID_ARGUMENT (malformed
-   * filter); OUT_OF_RANGE (reason EVENTS_PRUNED) when after_sequence is older
-   * than the retention window.
+   * consumer never slows the engine. An after_sequence beyond the log's end
+   * resumes at its end. Errors: INVALID_ARGUMENT (malformed filter);
+   * OUT_OF_RANGE (reason EVENTS_PRUNED) when after_sequence is older than the
+   * retention window; RESOURCE_EXHAUSTED (reason TOO_MANY_WATCH_STREAMS) past
+   * the watch stream limits (max_watch_streams per server,
+   * max_watch_streams_per_client per client).
    */
   watchEvents(request: WatchEventsRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchEventsResponse>;
   watchEvents(

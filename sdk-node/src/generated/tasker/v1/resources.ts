@@ -35,12 +35,23 @@ export const protobufFileName = "tasker/v1/resources.proto";
  *   token is missing or not listed; health checks and reflection stay open.
  *   Without auth_tokens_file the header is ignored.
  *
- * Limits: a task context is at most 1 MiB serialized (CreateTask answers
+ * Limits (server settings, defaults shown; the README's Limits section lists
+ * them all): a task context is at most 1 MiB serialized (CreateTask answers
  * RESOURCE_EXHAUSTED past it); a step result at most 1 MiB (a larger one is
  * refused: the attempt fails permanently with error type ResultTooLarge and the
  * ack's reason is RESULT_TOO_LARGE); a template's YAML at most 256 KiB
- * (RESOURCE_EXHAUSTED) with at most 1,000 steps (INVALID_ARGUMENT); a gRPC
- * message at most 8 MiB.
+ * (RESOURCE_EXHAUSTED) with at most 1,000 steps and 20,000 YAML nodes,
+ * aliases counted expanded (INVALID_ARGUMENT); a gRPC message at most 8 MiB. Lists and objects
+ * in contexts, results, error metadata and template YAML nest at most 32
+ * levels, and numbers are finite (INVALID_ARGUMENT naming the field). Strings
+ * hold no NUL character and names fit their columns (namespace 64 characters,
+ * template and step names 128, actor 255; INVALID_ARGUMENT). At most 5,000
+ * watch streams per server and 1,000 per client are open at once
+ * (RESOURCE_EXHAUSTED, reason TOO_MANY_WATCH_STREAMS).
+ * - Any RPC: a request that does not decode (not protobuf, invalid UTF-8 in a
+ *   string, nested past protobuf's recursion limit) answers INVALID_ARGUMENT
+ *   with reason REQUEST_UNDECODABLE and field "request". Error messages and
+ *   details are clipped so trailers stay under 6 KiB.
  */
 
 /**

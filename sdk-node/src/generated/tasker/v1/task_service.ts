@@ -1171,10 +1171,15 @@ export const TaskServiceService = {
    *
    * Errors: INVALID_ARGUMENT (missing namespace/template_name, context not
    * matching the input schema — one field violation per problem, priority out
-   * of range, too many tags); NOT_FOUND (no such template or version);
+   * of range, too many tags, NaN/Infinity or nesting past 32 levels in the
+   * context, a deadline outside 0001-01-01..9999-12-31 or with nanos outside
+   * 0..999,999,999); NOT_FOUND (no such template or version);
    * RESOURCE_EXHAUSTED (context over 1 MiB).
-   * With an idempotency key already used in the namespace, answers OK with
-   * the existing task and created = false.
+   * With an idempotency key already used in the namespace by the same request
+   * (template and context), answers OK with the existing task and created =
+   * false; by a different request, ALREADY_EXISTS with reason
+   * IDEMPOTENCY_KEY_REUSED and the existing task's id in ErrorInfo metadata
+   * "task_id".
    */
   createTask: {
     path: "/tasker.v1.TaskService/CreateTask" as const,
@@ -1187,7 +1192,8 @@ export const TaskServiceService = {
   },
   /**
    * Returns a task with its steps, attempts, results, errors and
-   * transitions. Errors: INVALID_ARGUMENT (empty task_id), NOT_FOUND.
+   * transitions. Errors: INVALID_ARGUMENT (empty task_id), NOT_FOUND (also
+   * for a task_id that is not 1 to 18 ASCII digits).
    */
   getTask: {
     path: "/tasker.v1.TaskService/GetTask" as const,
@@ -1200,7 +1206,8 @@ export const TaskServiceService = {
   },
   /**
    * Lists tasks, newest first, without steps. Errors: INVALID_ARGUMENT
-   * (page_size out of range, malformed page_token).
+   * (page_size out of range, page_token not from a previous ListTasks
+   * response, state not a defined TaskState).
    */
   listTasks: {
     path: "/tasker.v1.TaskService/ListTasks" as const,
@@ -1230,8 +1237,10 @@ export const TaskServiceService = {
    * then live ones, ending after the task's terminal event. Resume after a
    * disconnect with the last sequence seen: no gaps, no duplicates. Each
    * watcher reads the durable event log at its own pace, so a slow consumer
-   * never slows the engine. Errors: NOT_FOUND; OUT_OF_RANGE (reason
-   * EVENTS_PRUNED) when after_sequence is older than the retention window.
+   * never slows the engine. An after_sequence beyond the log's end resumes at
+   * its end. Errors: NOT_FOUND; OUT_OF_RANGE (reason EVENTS_PRUNED) when
+   * after_sequence is older than the retention window; RESOURCE_EXHAUSTED
+   * (reason TOO_MANY_WATCH_STREAMS) past the watch stream limits.
    */
   watchTask: {
     path: "/tasker.v1.TaskService/WatchTask" as const,
@@ -1251,20 +1260,27 @@ export interface TaskServiceServer extends UntypedServiceImplementation {
    *
    * Errors: INVALID_ARGUMENT (missing namespace/template_name, context not
    * matching the input schema — one field violation per problem, priority out
-   * of range, too many tags); NOT_FOUND (no such template or version);
+   * of range, too many tags, NaN/Infinity or nesting past 32 levels in the
+   * context, a deadline outside 0001-01-01..9999-12-31 or with nanos outside
+   * 0..999,999,999); NOT_FOUND (no such template or version);
    * RESOURCE_EXHAUSTED (context over 1 MiB).
-   * With an idempotency key already used in the namespace, answers OK with
-   * the existing task and created = false.
+   * With an idempotency key already used in the namespace by the same request
+   * (template and context), answers OK with the existing task and created =
+   * false; by a different request, ALREADY_EXISTS with reason
+   * IDEMPOTENCY_KEY_REUSED and the existing task's id in ErrorInfo metadata
+   * "task_id".
    */
   createTask: handleUnaryCall<CreateTaskRequest, CreateTaskResponse>;
   /**
    * Returns a task with its steps, attempts, results, errors and
-   * transitions. Errors: INVALID_ARGUMENT (empty task_id), NOT_FOUND.
+   * transitions. Errors: INVALID_ARGUMENT (empty task_id), NOT_FOUND (also
+   * for a task_id that is not 1 to 18 ASCII digits).
    */
   getTask: handleUnaryCall<GetTaskRequest, GetTaskResponse>;
   /**
    * Lists tasks, newest first, without steps. Errors: INVALID_ARGUMENT
-   * (page_size out of range, malformed page_token).
+   * (page_size out of range, page_token not from a previous ListTasks
+   * response, state not a defined TaskState).
    */
   listTasks: handleUnaryCall<ListTasksRequest, ListTasksResponse>;
   /**
@@ -1278,8 +1294,10 @@ export interface TaskServiceServer extends UntypedServiceImplementation {
    * then live ones, ending after the task's terminal event. Resume after a
    * disconnect with the last sequence seen: no gaps, no duplicates. Each
    * watcher reads the durable event log at its own pace, so a slow consumer
-   * never slows the engine. Errors: NOT_FOUND; OUT_OF_RANGE (reason
-   * EVENTS_PRUNED) when after_sequence is older than the retention window.
+   * never slows the engine. An after_sequence beyond the log's end resumes at
+   * its end. Errors: NOT_FOUND; OUT_OF_RANGE (reason EVENTS_PRUNED) when
+   * after_sequence is older than the retention window; RESOURCE_EXHAUSTED
+   * (reason TOO_MANY_WATCH_STREAMS) past the watch stream limits.
    */
   watchTask: handleServerStreamingCall<WatchTaskRequest, WatchTaskResponse>;
 }
@@ -1291,10 +1309,15 @@ export interface TaskServiceClient extends Client {
    *
    * Errors: INVALID_ARGUMENT (missing namespace/template_name, context not
    * matching the input schema — one field violation per problem, priority out
-   * of range, too many tags); NOT_FOUND (no such template or version);
+   * of range, too many tags, NaN/Infinity or nesting past 32 levels in the
+   * context, a deadline outside 0001-01-01..9999-12-31 or with nanos outside
+   * 0..999,999,999); NOT_FOUND (no such template or version);
    * RESOURCE_EXHAUSTED (context over 1 MiB).
-   * With an idempotency key already used in the namespace, answers OK with
-   * the existing task and created = false.
+   * With an idempotency key already used in the namespace by the same request
+   * (template and context), answers OK with the existing task and created =
+   * false; by a different request, ALREADY_EXISTS with reason
+   * IDEMPOTENCY_KEY_REUSED and the existing task's id in ErrorInfo metadata
+   * "task_id".
    */
   createTask(
     request: CreateTaskRequest,
@@ -1313,7 +1336,8 @@ export interface TaskServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Returns a task with its steps, attempts, results, errors and
-   * transitions. Errors: INVALID_ARGUMENT (empty task_id), NOT_FOUND.
+   * transitions. Errors: INVALID_ARGUMENT (empty task_id), NOT_FOUND (also
+   * for a task_id that is not 1 to 18 ASCII digits).
    */
   getTask(
     request: GetTaskRequest,
@@ -1332,7 +1356,8 @@ export interface TaskServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Lists tasks, newest first, without steps. Errors: INVALID_ARGUMENT
-   * (page_size out of range, malformed page_token).
+   * (page_size out of range, page_token not from a previous ListTasks
+   * response, state not a defined TaskState).
    */
   listTasks(
     request: ListTasksRequest,
@@ -1374,8 +1399,10 @@ export interface TaskServiceClient extends Client {
    * then live ones, ending after the task's terminal event. Resume after a
    * disconnect with the last sequence seen: no gaps, no duplicates. Each
    * watcher reads the durable event log at its own pace, so a slow consumer
-   * never slows the engine. Errors: NOT_FOUND; OUT_OF_RANGE (reason
-   * EVENTS_PRUNED) when after_sequence is older than the retention window.
+   * never slows the engine. An after_sequence beyond the log's end resumes at
+   * its end. Errors: NOT_FOUND; OUT_OF_RANGE (reason EVENTS_PRUNED) when
+   * after_sequence is older than the retention window; RESOURCE_EXHAUSTED
+   * (reason TOO_MANY_WATCH_STREAMS) past the watch stream limits.
    */
   watchTask(request: WatchTaskRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchTaskResponse>;
   watchTask(

@@ -807,8 +807,10 @@ export const TemplateServiceService = {
    * Errors: INVALID_ARGUMENT with one field violation per problem found
    * (YAML syntax with line and column, unknown dependency, cycle naming its
    * steps, duplicate step, self-dependency, empty template, bad retry/timeout/
-   * breaker settings, more than 1,000 steps); ALREADY_EXISTS (same version,
-   * different content); RESOURCE_EXHAUSTED (YAML over 256 KiB).
+   * breaker settings, more than 1,000 steps; more than 20,000 nodes with
+   * aliases expanded, a recursive alias, nesting past 32 levels, NUL or other control characters, each naming
+   * `yaml` with line and column); ALREADY_EXISTS (same version, different
+   * content); RESOURCE_EXHAUSTED (YAML over 256 KiB).
    */
   registerTemplate: {
     path: "/tasker.v1.TemplateService/RegisterTemplate" as const,
@@ -871,8 +873,10 @@ export interface TemplateServiceServer extends UntypedServiceImplementation {
    * Errors: INVALID_ARGUMENT with one field violation per problem found
    * (YAML syntax with line and column, unknown dependency, cycle naming its
    * steps, duplicate step, self-dependency, empty template, bad retry/timeout/
-   * breaker settings, more than 1,000 steps); ALREADY_EXISTS (same version,
-   * different content); RESOURCE_EXHAUSTED (YAML over 256 KiB).
+   * breaker settings, more than 1,000 steps; more than 20,000 nodes with
+   * aliases expanded, a recursive alias, nesting past 32 levels, NUL or other control characters, each naming
+   * `yaml` with line and column); ALREADY_EXISTS (same version, different
+   * content); RESOURCE_EXHAUSTED (YAML over 256 KiB).
    */
   registerTemplate: handleUnaryCall<RegisterTemplateRequest, RegisterTemplateResponse>;
   /** Returns one template version. Errors: INVALID_ARGUMENT, NOT_FOUND. */
@@ -898,8 +902,10 @@ export interface TemplateServiceClient extends Client {
    * Errors: INVALID_ARGUMENT with one field violation per problem found
    * (YAML syntax with line and column, unknown dependency, cycle naming its
    * steps, duplicate step, self-dependency, empty template, bad retry/timeout/
-   * breaker settings, more than 1,000 steps); ALREADY_EXISTS (same version,
-   * different content); RESOURCE_EXHAUSTED (YAML over 256 KiB).
+   * breaker settings, more than 1,000 steps; more than 20,000 nodes with
+   * aliases expanded, a recursive alias, nesting past 32 levels, NUL or other control characters, each naming
+   * `yaml` with line and column); ALREADY_EXISTS (same version, different
+   * content); RESOURCE_EXHAUSTED (YAML over 256 KiB).
    */
   registerTemplate(
     request: RegisterTemplateRequest,
