@@ -255,7 +255,7 @@ async def test_undefined_enum_numbers_name_the_field(stubs: Stubs) -> None:
         error=rpb.StepError(error_class=999, message="x"),  # type: ignore[arg-type]
     )
     details = await _fails(
-        stubs.workers.ReportStepResult, wpb.ReportStepResultRequest(failure=failure)
+        stubs.workers.ReportStepResult, wpb.ReportStepResultRequest(worker_id="w", failure=failure)
     )
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.fields == ["failure.error.error_class"], details
@@ -266,7 +266,7 @@ async def test_non_finite_result_in_report_names_the_field(stubs: Stubs) -> None
     result.update({"score": math.nan})
     success = wpb.StepSuccess(lease_id="lease", result=result)
     details = await _fails(
-        stubs.workers.ReportStepResult, wpb.ReportStepResultRequest(success=success)
+        stubs.workers.ReportStepResult, wpb.ReportStepResultRequest(worker_id="w", success=success)
     )
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.fields == ["success.result.score"], details
@@ -276,7 +276,7 @@ async def test_long_ids_are_echoed_within_bounded_trailers(stubs: Stubs) -> None
     long = "x" * 10_000
     details = await _fails(
         stubs.workers.ReportStepResult,
-        wpb.ReportStepResultRequest(success=wpb.StepSuccess(lease_id=long)),
+        wpb.ReportStepResultRequest(worker_id="w", success=wpb.StepSuccess(lease_id=long)),
     )
     assert details.code == grpc.StatusCode.FAILED_PRECONDITION, details
     details = await _fails(stubs.tasks.GetTask, tpb.GetTaskRequest(task_id="9" * 10_000))
