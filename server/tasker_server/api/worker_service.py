@@ -174,6 +174,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 if item is None:
                     break
                 if isinstance(item, ClaimedStep):
+                    self.engine.hops.mark(item.lease_id, "written")
                     yield pb.ConnectResponse(
                         assignment=pb.Assignment(
                             lease_id=item.lease_id,
@@ -225,6 +226,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                         )
                     )
                 elif kind in ("result", "failure"):
+                    self.engine.hops.mark(getattr(msg, kind).lease_id, "result_read")
                     outcome = _outcome(getattr(msg, kind), session.worker_id, kind == "result")
                     # Results are applied in batches; the reader goes on meanwhile.
                     task = asyncio.create_task(self._report(session, outcome))

@@ -59,6 +59,7 @@ from tasker_server.store.workers import (
 
 from .breakers import Breakers
 from .creation import TaskCreator
+from .hops import HopTrace
 from .listener import ChangeListener
 from .sessions import Lease, WorkerSession
 from .stats import HandlerStats
@@ -119,6 +120,8 @@ class Engine:
         self._failed_ticks_by_op: dict[int, int] = {}
         self._started_at = time.monotonic()
         self.shutting_down = False
+        self.hops = HopTrace(settings.trace_hops_file)
+        self._committed_at = 0.0  # monotonic time of the last tick's commit (for ``hops``)
         # -- observability (issue 5): tick timing hook and event-retention throttle --
         self.tick_observers: list[Callable[[float, bool], None]] = []
         self._next_prune = 0.0
@@ -146,6 +149,7 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self.hops.close()
 
     def wake(self, *, admit: bool = False) -> None:
         """Something may be dispatchable (a task created, capacity freed, a timer elapsed)."""
@@ -401,6 +405,8 @@ class Engine:
             try:
                 await self._tick(batch)
                 self._observe_tick(time.perf_counter() - started, failed=False)
+                if self.hops.enabled:
+                    self._mark_hops(batch, started)
                 if self._failed_ticks_by_op:
                     for _, payload, _ in batch:
                         self._failed_ticks_by_op.pop(id(payload), None)
@@ -432,6 +438,14 @@ class Engine:
                 self._carry_over(batch)
                 self._dispatch_needed = self._admit = True
                 await asyncio.sleep(0.2)
+
+    def _mark_hops(self, batch: list[Op], started: float) -> None:
+        # perf_counter and monotonic are different clocks: convert the tick's start.
+        tick_start = time.monotonic() - (time.perf_counter() - started)
+        for kind, payload, _ in batch:
+            if kind == "outcome":
+                self.hops.mark(payload.lease_id, "tick_start", tick_start)
+                self.hops.mark(payload.lease_id, "commit", self._committed_at)
 
     def _carry_over(self, batch: list[Op]) -> None:
         """Puts the failed batch's operations that nobody awaits back at the head of the queue.
@@ -496,6 +510,7 @@ class Engine:
                 claims = await self._claim_all(s, journal)
             await self._save_breaker_changes(s, journal)
             await journal.flush(s)
+        self._committed_at = time.monotonic()
         self.committed(journal)
         for session, claimed, asked in claims:
             self._hand_out(session, claimed)
@@ -712,6 +727,8 @@ class Engine:
             )
             self._lease_owner[c.lease_id] = session
             session.outbound.put_nowait(c)
+            self.hops.mark(c.lease_id, "claimed", self._committed_at)
+            self.hops.mark(c.lease_id, "queued")
 
     async def _sweep_loop(self) -> None:
         interval = self.settings.sweep_interval_seconds
