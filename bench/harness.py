@@ -43,10 +43,14 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
 
 
 class ServerProcess:
-    """``tasker serve`` on a free loopback port, log level warning; optionally under cProfile."""
+    """``tasker serve`` on a free loopback port, log level warning; optionally under cProfile,
+    optionally stamping hops into ``hops_file`` (``trace_hops_file``)."""
 
-    def __init__(self, db_url: str, profile_out: Path | None = None) -> None:
+    def __init__(
+        self, db_url: str, profile_out: Path | None = None, hops_file: Path | None = None
+    ) -> None:
         self.db_url = db_url
+        self.hops_file = hops_file
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.profile_out = profile_out
@@ -63,6 +67,8 @@ class ServerProcess:
             "--log-level", "warning",
             "--log-format", "text",
         ]
+        if self.hops_file is not None:
+            args += ["--trace-hops-file", str(self.hops_file)]
         self.proc = subprocess.Popen(args, env=child_env(), cwd=REPO)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -86,20 +92,26 @@ class ServerProcess:
 
 
 class WorkerProcesses:
-    """W ``python -m bench.worker`` processes."""
+    """W ``python -m bench.worker`` processes; with ``hops_dir``, each stamps its hops there."""
 
-    def __init__(self, address: str, count: int, capacity: int) -> None:
+    def __init__(
+        self, address: str, count: int, capacity: int, hops_dir: Path | None = None
+    ) -> None:
         self.address = address
+        self.hops_dir = hops_dir
         self.count = count
         self.capacity = capacity
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> WorkerProcesses:
+        env = child_env()
+        if self.hops_dir is not None:
+            env["BENCH_HOPS_DIR"] = str(self.hops_dir)
         for _ in range(self.count):
             self.procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "bench.worker", self.address, str(self.capacity)],
-                    env=child_env(),
+                    env=env,
                     cwd=REPO,
                 )
             )
