@@ -12,7 +12,7 @@ import grpc
 from tasker.v1 import event_service_pb2 as pb
 from tasker.v1 import event_service_pb2_grpc as pb_grpc
 from tasker_server.domain import errors
-from tasker_server.engine.engine import Engine
+from tasker_server.engine.orchestrator import Orchestrator
 from tasker_server.store.db import Database
 from tasker_server.store.events import events_after, last_sequence, pruned_through
 from tasker_server.store.models import Event
@@ -40,7 +40,7 @@ async def check_retention(db: Database, after: int) -> None:
 
 
 async def follow(
-    engine: Engine,
+    orchestrator: Orchestrator,
     after: int,
     *,
     task_id: int | None = None,
@@ -51,8 +51,8 @@ async def follow(
     pace (a slow watcher never slows the engine). An empty page means "caught up"; the next page
     then waits for a commit that wrote events (commits of other replicas: at most a second)."""
     while True:
-        signal = engine.events_signal()
-        async with engine.db.session(read_only=True) as s:
+        signal = orchestrator.events_signal()
+        async with orchestrator.db.session(read_only=True) as s:
             page = await events_after(s, after, task_id=task_id, namespaces=namespaces, names=names)
         yield page
         if page:
@@ -66,13 +66,13 @@ async def follow(
 
 
 class EventService(pb_grpc.EventServiceServicer):
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
 
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchEventsResponse]:
-        db = self.engine.db
+        db = self.orchestrator.db
         after = request.after_sequence
         if after < 0:
             async with db.session(read_only=True) as s:
@@ -80,7 +80,7 @@ class EventService(pb_grpc.EventServiceServicer):
         await check_retention(db, after)
         loop, next_check = asyncio.get_running_loop(), 0.0
         pages = follow(
-            self.engine,
+            self.orchestrator,
             after,
             namespaces=list(request.namespaces),
             names=list(request.event_names),

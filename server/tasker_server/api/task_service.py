@@ -48,7 +48,7 @@ def _trace_context(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str | N
 class TaskService(pb_grpc.TaskServiceServicer):
     def __init__(self, commands: Commands) -> None:
         self.commands = commands
-        self.engine = commands.engine
+        self.orchestrator = commands.orchestrator
 
     async def CreateTask(
         self, request: pb.CreateTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -126,7 +126,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         await check_retention(self.commands.db, after)
         # A task already finished before the call: replay what is left, then end.
         finished = detail.task.state in _TERMINAL_STATES
-        async for page in follow(self.engine, after, task_id=task_id):
+        async for page in follow(self.orchestrator, after, task_id=task_id):
             for row in page:
                 yield pb.WatchTaskResponse(event=convert.event_message(row))
                 if row.name in _TERMINAL_EVENTS:
