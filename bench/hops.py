@@ -17,15 +17,19 @@ __all__ = ["SEGMENTS", "breakdown", "format_breakdown", "read_stamps"]
 
 # (name, from point, to point, what the time is)
 SEGMENTS: tuple[tuple[str, str, str, str], ...] = (
-    ("hand_out", "claimed", "queued", "server: commit → assignment on the stream's queue "
-     "(commit subscribers, watcher wake, hand-out)"),
+    ("hand_out", "claimed", "queued", "server: commit → on the stream's queue (subscribers)"),
     ("stream_out", "queued", "written", "server: outbound queue → handed to gRPC"),
     ("wire_out", "written", "received", "gRPC server → worker, worker's read loop"),
     ("handler", "received", "handler_done", "worker: ack, context, handler"),
     ("report", "handler_done", "result_sent", "worker: result built and queued on the stream"),
     ("wire_in", "result_sent", "result_read", "worker's send → server's read loop"),
     ("wait_tick", "result_read", "tick_start", "server: queued outcome → its tick starts"),
-    ("tick", "tick_start", "commit", "server: the tick's transaction"),
+    ("tick", "tick_start", "commit", "server: the tick's transaction (the next five)"),
+    ("t_acks", "tick_start", "acks_applied", "  tick: connection, BEGIN, acks UPDATE"),
+    ("t_outcomes", "acks_applied", "outcomes_applied", "  tick: outcomes applied, breakers fed"),
+    ("t_claims", "outcomes_applied", "claims_made", "  tick: admission and claims"),
+    ("t_journal", "claims_made", "flushed", "  tick: breaker rows, transitions, NOTIFY, events"),
+    ("t_commit", "flushed", "commit", "  tick: COMMIT"),
 )
 
 

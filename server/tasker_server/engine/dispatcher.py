@@ -88,6 +88,8 @@ class Dispatcher:
         self._ack_timer: asyncio.TimerHandle | None = None
         self._failed_ticks_by_op: dict[int, int] = {}
         self._committed_at = 0.0  # monotonic time of the last tick's commit (for ``hops``)
+        # Monotonic times of the last tick's stages, stamped on its outcomes (``hops``).
+        self._tick_stages: dict[str, float] = {}
         # Tick durations and failures, for metrics.
         self.tick_observers: list[Callable[[float, bool], None]] = []
 
@@ -206,6 +208,8 @@ class Dispatcher:
         for kind, payload, _ in batch:
             if kind == "outcome":
                 self._hops.mark(payload.lease_id, "tick_start", tick_start)
+                for stage, at in self._tick_stages.items():
+                    self._hops.mark(payload.lease_id, stage, at)
                 self._hops.mark(payload.lease_id, "commit", self._committed_at)
 
     def _carry_over(self, batch: list[Op]) -> None:
@@ -256,21 +260,26 @@ class Dispatcher:
             return  # e.g. the ack timer fired after its acks already went out with a result
         claims: list[tuple[WorkerStream, list[ClaimedStep], int]] = []
         result = None
+        stages = self._tick_stages if self._hops.enabled else {}
         async with self.db.session() as s:
             journal = Journal()
             await start_leases(s, journal, acks, correlation_ids=correlation_ids)
+            stages["acks_applied"] = time.monotonic()
             if outcomes:
                 result = await apply_outcomes(s, journal, outcomes, self._rng, self._factors)
                 dispatch = dispatch or result.wake
                 admit = admit or bool(result.finished_tasks)
                 await self._feed(s, result, outcomes)
+            stages["outcomes_applied"] = time.monotonic()
             if admit:
                 await admit_tasks(s, journal, self.settings.max_parallel_tasks)
                 dispatch = True
             if dispatch:
                 claims = await self._claim_all(s, journal)
+            stages["claims_made"] = time.monotonic()
             await self._save_breaker_changes(s, journal)
             await journal.flush(s)
+            stages["flushed"] = time.monotonic()
         self._committed_at = time.monotonic()
         self._bus.committed(journal)
         for stream, claimed, asked in claims:

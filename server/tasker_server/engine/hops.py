@@ -10,6 +10,9 @@ bench worker writes from its own process line up with these. Points, in a hop's 
 - ``written``: the assignment handed to gRPC by the stream handler;
 - ``result_read``: the worker's result read from the stream;
 - ``tick_start``: the start of the tick whose batch holds that result;
+- ``acks_applied``, ``outcomes_applied``, ``claims_made``, ``flushed``: that tick's stages (the
+  first includes checking out a connection and BEGIN; ``flushed`` is the last statement before
+  COMMIT);
 - ``commit``: that tick's commit.
 
 A debug aid, not a metric: lines are buffered and flushed when the server stops.
