@@ -16,7 +16,6 @@ from tasker_server.engine.commands import Commands
 from tasker_server.store import tasks as task_store
 
 from . import convert, validation
-from .event_service import check_retention, follow
 
 __all__ = ["TaskService"]
 
@@ -123,10 +122,10 @@ class TaskService(pb_grpc.TaskServiceServicer):
         task_id = validation.task_id(request.task_id)
         detail = await self.commands.get_task(task_id)
         after = request.after_sequence
-        await check_retention(self.commands.db, after)
+        await self.orchestrator.events.check_retention(after)
         # A task already finished before the call: replay what is left, then end.
         finished = detail.task.state in _TERMINAL_STATES
-        async for page in follow(self.orchestrator, after, task_id=task_id):
+        async for page in self.orchestrator.events.follow(after, task_id=task_id):
             for row in page:
                 yield pb.WatchTaskResponse(event=convert.event_message(row))
                 if row.name in _TERMINAL_EVENTS:

@@ -6,7 +6,8 @@ The parts, one concern each:
 - ``leases.LeaseRegistry``: the only owner of which stream holds which lease;
 - ``dispatcher.Dispatcher``: the tick loop (acknowledgements and outcomes in, claims out);
 - ``sweeper.Sweeper``: the periodic sweep (timeouts, deadlines, liveness, pruning, shared state);
-- ``events.EventBus``: what a commit tells watchers and subscribers;
+- ``events.EventBus``: what a commit tells watchers and subscribers; ``events.EventLog``: the
+  event log as watchers read it;
 - ``creation.TaskCreator`` and ``listener.ChangeListener``: batched task creation, and NOTIFYs of
   other replicas (PostgreSQL).
 
@@ -16,7 +17,6 @@ task group (``App``), so a loop that dies stops the server instead of being forg
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -35,7 +35,7 @@ from tasker_server.store.workers import known_namespaces, live_leases, upsert_wo
 from .breakers import Breakers
 from .creation import TaskCreator
 from .dispatcher import Dispatcher
-from .events import EventBus
+from .events import EventBus, EventLog
 from .hops import HopTrace
 from .leases import LeaseRegistry
 from .listener import ChangeListener
@@ -55,6 +55,7 @@ class Orchestrator:
         self.streams: dict[str, WorkerStream] = {}
         self.leases = LeaseRegistry()
         self.bus = EventBus()
+        self.events = EventLog(db, self.bus)
         self.breakers = Breakers()
         self.hops = HopTrace(settings.trace_hops_file)
         self.dispatcher = Dispatcher(
@@ -113,10 +114,6 @@ class Orchestrator:
     def subscribe(self, callback: Callable[[list[dict[str, Any]]], None]) -> None:
         """Calls ``callback(events)`` after every commit that wrote events (metrics, bridges)."""
         self.bus.subscribe(callback)
-
-    def events_signal(self) -> asyncio.Event:
-        """An Event set at the next commit that wrote events."""
-        return self.bus.signal()
 
     @property
     def tick_observers(self) -> list[Callable[[float, bool], None]]:
