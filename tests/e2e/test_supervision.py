@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tasker_server.app import App
 from tasker_server.config import load_settings
 from tasker_server.engine.sweeper import Sweeper
-from tests.support.server import FAST_TIMERS
+from tests.support.server import FAST_TIMERS, REPO, server_env
 
 
 async def test_a_loop_that_dies_stops_the_server(
@@ -61,3 +65,34 @@ async def test_a_stopped_server_has_no_failure(db_url: str) -> None:
     await app.stop(grace=0.5)
     assert app.failure is None
     assert app._loops is not None and app._loops.done()
+
+
+def test_the_server_process_exits_with_1_when_a_loop_dies(tmp_path: Path) -> None:
+    # ``tasker serve`` as a real process (through ``cli.main``), with the sweeper's loop made to
+    # die: the process must end by itself, non-zero, with the error in its log.
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        from tasker_server import cli
+        from tasker_server.engine.sweeper import Sweeper
+
+        async def dies(self):
+            await asyncio.sleep(0.3)
+            raise RuntimeError("injected sweeper crash")
+
+        Sweeper.run = dies
+        sys.exit(cli.main(sys.argv[1:]))
+        """
+    )
+    db = f"sqlite:///{tmp_path / 'tasker.db'}"
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "serve", "--listen", "127.0.0.1:0", "--database-url", db],
+        env=server_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "a server loop died" in proc.stderr
+    assert "injected sweeper crash" in proc.stderr
