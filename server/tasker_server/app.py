@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -81,6 +82,12 @@ def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
 
 def _template_files(directory: str) -> list[tuple[Path, str]]:
     return [(p, p.read_text(encoding="utf-8")) for p in sorted(Path(directory).glob("*.y*ml"))]
+
+
+async def _until_cancelled(name: str, loop: Coroutine[Any, Any, None]) -> None:
+    """Runs a loop that should end only by cancellation: one that returns is dead too."""
+    await loop
+    raise RuntimeError(f"the {name} loop returned")
 
 
 class App:
@@ -193,7 +200,7 @@ class App:
         try:
             async with asyncio.TaskGroup() as group:
                 for name, loop in self.orchestrator.loops():
-                    group.create_task(loop, name=f"tasker-{name}")
+                    group.create_task(_until_cancelled(name, loop), name=f"tasker-{name}")
         except Exception as exc:  # an ExceptionGroup: the loops that died, with their errors
             self.failure = exc
             log.critical("a server loop died; stopping the server", exc_info=exc)

@@ -20,14 +20,16 @@ from tasker_server.engine.sweeper import Sweeper
 from tests.support.server import FAST_TIMERS, REPO, server_env
 
 
+@pytest.mark.parametrize("how", ["raises", "returns"])
 async def test_a_loop_that_dies_stops_the_server(
-    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    db_url: str, how: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def dies(self: Sweeper) -> None:
-        # Not a failed sweep (the loop logs those and goes on): the loop itself ends with an
-        # error it does not handle, as a bug in it would.
+        # Not a failed sweep (the loop logs those and goes on): the loop itself ends, with an
+        # error it does not handle as a bug in it would, or by returning.
         await asyncio.sleep(0.3)
-        raise RuntimeError("injected sweeper crash")
+        if how == "raises":
+            raise RuntimeError("injected sweeper crash")
 
     monkeypatch.setattr(Sweeper, "run", dies)
     settings = load_settings(
