@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.harness import ServerProcess, WorkerProcesses
+from bench.hops import breakdown, format_breakdown, read_stamps
 from bench.postgres import DurablePostgres, find_bin_dir
 from bench.runner import RunResult, run_single, run_throughput, wait_for_workers
 from bench.workloads import WORKLOADS, Workload
@@ -58,7 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="CreateTask calls in flight in throughput mode")
     p.add_argument("--profile", type=Path, default=None,
                    help="run the server under cProfile; write DIR/<backend>-<workload>-<mode>.prof")
+    p.add_argument("--hops", action="store_true",
+                   help="single mode of the linear workload with hop stamps on (server "
+                        "trace_hops_file, workers BENCH_HOPS_DIR); prints each segment's median")
     args = p.parse_args(argv)
+    if args.hops:
+        args.workloads, args.modes = "linear", "single"
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for w in args.workloads:
@@ -109,8 +115,10 @@ async def one_run(
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
         profile_out = args.profile.resolve() / f"{backend}-{workload.name}-{mode}.prof"
-    server = ServerProcess(db_url, profile_out).start()
-    workers = WorkerProcesses(server.address, args.workers, args.capacity).start()
+    hops_dir = Path(tempfile.mkdtemp(prefix="tasker-bench-hops-")) if args.hops else None
+    hops_file = hops_dir / "server.jsonl" if hops_dir else None
+    server = ServerProcess(db_url, profile_out, hops_file).start()
+    workers = WorkerProcesses(server.address, args.workers, args.capacity, hops_dir).start()
     try:
         async with await Client.connect(server.address, timeout=30) as client:
             await client.register_template(workload.template_yaml())
@@ -132,7 +140,12 @@ async def one_run(
         stats.sort_stats("cumulative").print_stats(30)
     wall = result.wall_s
     steps = result.tasks * workload.steps
-    return {
+    hops = None
+    if hops_dir is not None:
+        hops = breakdown(read_stamps(sorted(hops_dir.glob("*.jsonl"))))
+        log.info("%s hops:\n%s", backend, format_breakdown(hops))
+        shutil.rmtree(hops_dir, ignore_errors=True)
+    line: dict[str, object] = {
         "system": "tasker",
         "mode": mode,
         "workload": workload.name,
@@ -146,6 +159,9 @@ async def one_run(
         "latency_ms": result.latency_ms(),
         "ok": result.ok,
     }
+    if hops is not None:
+        line["hops"] = hops
+    return line
 
 
 async def main(argv: list[str] | None = None) -> int:

@@ -43,16 +43,23 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
 
 
 class ServerProcess:
-    """``tasker serve`` on a free loopback port, log level warning; optionally under cProfile.
+    """``tasker serve`` on a free loopback port, log level warning; optionally under cProfile,
+    optionally stamping hops into ``hops_file`` (``trace_hops_file``).
 
     ``start()`` may be called again after ``kill()``: the same port and database (chaos runs).
     ``log`` appends the server's output to a file instead of inheriting stdout/stderr.
     """
 
     def __init__(
-        self, db_url: str, profile_out: Path | None = None, *, log: Path | None = None
+        self,
+        db_url: str,
+        profile_out: Path | None = None,
+        hops_file: Path | None = None,
+        *,
+        log: Path | None = None,
     ) -> None:
         self.db_url = db_url
+        self.hops_file = hops_file
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.profile_out = profile_out
@@ -70,6 +77,8 @@ class ServerProcess:
             "--log-level", "warning",
             "--log-format", "text",
         ]
+        if self.hops_file is not None:
+            args += ["--trace-hops-file", str(self.hops_file)]
         self.proc = _spawn(args, self.log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -115,7 +124,7 @@ def _spawn(
 
 
 class WorkerProcesses:
-    """W ``python -m bench.worker`` processes.
+    """W ``python -m bench.worker`` processes; with ``hops_dir``, each stamps its hops there.
 
     Optional, for chaos runs: ``addresses`` gives worker i its own server address (e.g. through
     a proxy), ``log_dir`` collects worker i's output in ``worker-i.log`` and its execution log
@@ -127,11 +136,13 @@ class WorkerProcesses:
         address: str,
         count: int,
         capacity: int,
+        hops_dir: Path | None = None,
         *,
         addresses: list[str] | None = None,
         log_dir: Path | None = None,
     ) -> None:
         self.address = address
+        self.hops_dir = hops_dir
         self.count = count
         self.capacity = capacity
         self.addresses = addresses or [address] * count
@@ -144,6 +155,8 @@ class WorkerProcesses:
     def start(self) -> WorkerProcesses:
         for index in range(self.count):
             env = child_env()
+            if self.hops_dir is not None:
+                env["BENCH_HOPS_DIR"] = str(self.hops_dir)
             exec_log = self.exec_log(index)
             if exec_log is not None:
                 env["BENCH_EXEC_LOG"] = str(exec_log)

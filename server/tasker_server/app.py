@@ -1,9 +1,14 @@
 """Wiring and lifecycle of one server process.
 
-Start-up: logging → database (+ migrations) → engine loops → templates from ``templates_dir`` →
-gRPC server (services, health, reflection). Shutdown (SIGTERM/SIGINT, idempotent): health goes
-NOT_SERVING, the server stops accepting RPCs and gives in-flight ones ``shutdown_grace_seconds``,
-the engine loops stop, the database pool closes.
+Start-up: logging → database (+ migrations) → orchestrator loops → templates from
+``templates_dir`` → gRPC server (services, health, reflection). Shutdown (SIGTERM/SIGINT,
+idempotent): health goes NOT_SERVING, the server stops accepting RPCs and gives in-flight ones
+``shutdown_grace_seconds``, the orchestrator loops stop, the database pool closes.
+
+The orchestrator's loops run under one task group. Each handles the failures it expects (a
+failed tick is retried, a failed sweep logged); one that dies anyway takes the others down, and
+the server stops with the error logged and exit status 1 rather than serve on without, say, a
+tick loop.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -44,7 +50,7 @@ from tasker_server.api.worker_service import WorkerService
 from tasker_server.config import Settings
 from tasker_server.domain.errors import FailedPrecondition, TaskerError
 from tasker_server.engine.commands import Commands
-from tasker_server.engine.engine import Engine
+from tasker_server.engine.orchestrator import Orchestrator
 from tasker_server.logs import configure_logging
 from tasker_server.observability import Metrics, configure_tracing, server_interceptors
 from tasker_server.store.db import Database
@@ -79,18 +85,28 @@ def _template_files(directory: str) -> list[tuple[Path, str]]:
     return [(p, p.read_text(encoding="utf-8")) for p in sorted(Path(directory).glob("*.y*ml"))]
 
 
+async def _until_cancelled(name: str, loop: Coroutine[Any, Any, None]) -> None:
+    """Runs a loop that should end only by cancellation: one that returns is dead too."""
+    await loop
+    raise RuntimeError(f"the {name} loop returned")
+
+
 class App:
     """A running server. ``await App.start(settings)``; ``await app.stop()``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database.from_url(settings.database_url)
-        self.engine = Engine(self.db, settings)
-        self.commands = Commands(self.engine, settings.environment)
+        self.orchestrator = Orchestrator(self.db, settings)
+        self.commands = Commands(self.orchestrator, settings.environment)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._health_task: asyncio.Task[None] | None = None
+        self._loops: asyncio.Task[None] | None = None
+        # The error of a loop that died; the server then stops and ``serve`` exits with 1.
+        self.failure: BaseException | None = None
+        self._stop_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
         # Authorization (issue 11): on when an auth file or a tokens file is configured.
@@ -101,7 +117,7 @@ class App:
         self.metrics: Metrics | None = None
         if settings.metrics_listen:
             self.metrics = Metrics()
-            self.metrics.attach(self.engine)
+            self.metrics.attach(self.orchestrator)
         # -- end observability --
 
     @classmethod
@@ -114,7 +130,8 @@ class App:
         s = self.settings
         if s.migrate_on_start:
             await upgrade(self.db)
-        await self.engine.start()
+        await self.orchestrator.start()
+        self._loops = asyncio.create_task(self._run_loops(), name="tasker-loops")
         await self._load_templates()
         auth: list[grpc.aio.ServerInterceptor] = []
         if self.credentials is not None:
@@ -125,7 +142,7 @@ class App:
             # OpenTelemetry outermost, then (optional) authentication, then the task context of
             # logs/spans, then error mapping; innermost, undecodable requests become bad input.
             interceptors=[
-                *server_interceptors(self.engine, auth),
+                *server_interceptors(self.orchestrator, auth),
                 ErrorInterceptor(),
                 DecodingInterceptor(),
             ],
@@ -151,7 +168,7 @@ class App:
             ),
             (
                 worker_service_pb2_grpc.add_WorkerServiceServicer_to_server,
-                WorkerService(self.engine),
+                WorkerService(self.orchestrator),
             ),
             (
                 admin_service_pb2_grpc.add_AdminServiceServicer_to_server,
@@ -159,7 +176,7 @@ class App:
             ),
             (
                 event_service_pb2_grpc.add_EventServiceServicer_to_server,
-                EventService(self.engine, watchers),
+                EventService(self.orchestrator, watchers),
             ),
         ]
         for add, servicer in services:
@@ -189,6 +206,16 @@ class App:
                 "metrics_port": self.metrics.port if self.metrics else None,
             },
         )
+
+    async def _run_loops(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, loop in self.orchestrator.loops():
+                    group.create_task(_until_cancelled(name, loop), name=f"tasker-{name}")
+        except Exception as exc:  # an ExceptionGroup: the loops that died, with their errors
+            self.failure = exc
+            log.critical("a server loop died; stopping the server", exc_info=exc)
+            self._stop_task = asyncio.create_task(self.stop(), name="tasker-stop")
 
     async def _load_templates(self) -> None:
         directory = self.settings.templates_dir
@@ -237,7 +264,7 @@ class App:
             await self._stopped.wait()
             return
         self._stopping = True
-        self.engine.shutting_down = True
+        self.orchestrator.shutting_down = True
         log.info("tasker shutting down")
         if self._health_task is not None:
             self._health_task.cancel()
@@ -247,7 +274,11 @@ class App:
             await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
         if self.metrics is not None:  # observability (issue 5)
             await self.metrics.stop()
-        await self.engine.stop()
+        if self._loops is not None and not self._loops.done():
+            self._loops.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loops
+        await self.orchestrator.stop()
         await self.db.dispose()
         self._stopped.set()
 
@@ -269,7 +300,7 @@ async def serve(settings: Settings) -> int:
     if app.credentials is not None:  # SIGHUP: re-read the auth files now
         loop.add_signal_handler(signal.SIGHUP, app.reload_auth)
     await app.wait()
-    return 0
+    return 1 if app.failure is not None else 0
 
 
 async def migrate_only(settings: Settings) -> int:

@@ -211,6 +211,13 @@ SETTINGS: tuple[Setting, ...] = (
         "How often expired leases, due retries and deadlines are swept.",
     ),
     Setting(
+        "trace_hops_file",
+        _parse_str,
+        "",
+        "Debug: append one JSON line per lease per hop point (claimed, queued, written, "
+        "result_read, tick_start, commit) to this file; read by `python -m bench --hops`.",
+    ),
+    Setting(
         "max_unrecorded_outcomes",
         _positive_int,
         10_000,
@@ -344,6 +351,7 @@ class Settings:
     ack_timeout_seconds: float
     lease_grace_seconds: float
     sweep_interval_seconds: float
+    trace_hops_file: str
     max_unrecorded_outcomes: int
     event_retention_seconds: float
     max_parallel_tasks: int

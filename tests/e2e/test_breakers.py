@@ -298,11 +298,11 @@ async def test_breaker_refresh_does_not_revert_a_newer_local_state(
     key = "racy-api"
     # Registration writes the key's row (closed) just now: inside the refresh window.
     await client.register_template(template("racy", key, threshold=1, reset=60))
-    engine = server.app.engine
+    orchestrator = server.app.orchestrator
     # The interleaving seen in test_open_breaker_survives_a_server_restart (about 1 run in 15):
     # the outcome loop feeds a failure to the breaker (it opens in memory; the row is written
     # in that same, not yet committed, transaction) while the sweep refreshes from the database.
-    engine.breakers.record(key, success=False)
-    assert engine.breakers.state(key) == "open"
-    await engine._refresh_shared_state()
-    assert engine.breakers.state(key) == "open"
+    orchestrator.breakers.record(key, success=False)
+    assert orchestrator.breakers.state(key) == "open"
+    await orchestrator.sweeper.refresh_shared_state()
+    assert orchestrator.breakers.state(key) == "open"

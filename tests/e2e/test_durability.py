@@ -16,7 +16,7 @@ import pytest
 
 from tasker import Client
 from tasker.v1 import resources_pb2
-from tasker_server.engine import engine as engine_module
+from tasker_server.engine import dispatcher as dispatcher_module
 from tests.e2e.workers.sums import (
     DIAMOND,
     LINEAR,
@@ -80,7 +80,7 @@ async def test_acknowledgement_is_kept_when_the_engine_tick_fails(
 ) -> None:
     """A tick that fails (database error) must not lose the acknowledgement it carried: the
     attempt it counts has no reporter to send it again."""
-    real_start_leases = engine_module.start_leases
+    real_start_leases = dispatcher_module.start_leases
     injected: list[list[str]] = []
 
     async def start_leases_failing_once(session: Any, journal: Any, lease_ids: list[str],
@@ -90,7 +90,7 @@ async def test_acknowledgement_is_kept_when_the_engine_tick_fails(
             raise RuntimeError("injected failure: the tick's transaction is rolled back")
         return await real_start_leases(session, journal, lease_ids, *args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "start_leases", start_leases_failing_once)
+    monkeypatch.setattr(dispatcher_module, "start_leases", start_leases_failing_once)
     client = await Client.connect(server.address)
     worker: subprocess.Popen[str] | None = None
     try:

@@ -29,7 +29,7 @@ from tasker.v1 import (
 )
 from tasker_server.app import App
 from tasker_server.config import load_settings
-from tasker_server.engine import engine as engine_module
+from tasker_server.engine import sweeper as sweeper_module
 from tasker_server.store.db import Database
 from tasker_server.store.events import PRUNED_EVENT, pruned_through
 from tests.e2e.workers.sums import LINEAR, spawn_sum_worker, stop_process, sum_template
@@ -190,7 +190,7 @@ def _error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
 async def test_old_events_are_pruned_and_resuming_before_the_window_is_out_of_range(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "PRUNE_INTERVAL_SECONDS", 0.2)
+    monkeypatch.setattr(sweeper_module, "PRUNE_INTERVAL_SECONDS", 0.2)
     settings = load_settings(
         environ={},
         overrides={

@@ -198,7 +198,7 @@ async def test_a_trace_started_by_the_client_holds_the_server_and_worker_spans(
 # -- log context ---------------------------------------------------------------------------------
 
 
-class _FakeEngine:
+class _FakeOrchestrator:
     db: Any = None
 
     def subscribe(self, callback: Any) -> None:
@@ -213,7 +213,7 @@ class _Request:
 async def test_log_lines_while_handling_a_task_carry_its_correlation_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    interceptor = TaskContextInterceptor(_FakeEngine())  # type: ignore[arg-type]
+    interceptor = TaskContextInterceptor(_FakeOrchestrator())  # type: ignore[arg-type]
     interceptor.cache.on_events([{"task_id": 7, "correlation_id": "order-7"}])
     seen: list[tuple[str, str]] = []
 

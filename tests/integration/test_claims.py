@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from tasker_server.config import load_settings
 from tasker_server.engine.commands import Commands
-from tasker_server.engine.engine import Engine
+from tasker_server.engine.orchestrator import Orchestrator
 from tasker_server.store.db import Database
 from tasker_server.store.dispatch import ClaimedStep, admit_tasks, claim_steps
 from tasker_server.store.journal import Journal
@@ -28,11 +28,11 @@ step_templates:
 async def _admitted_fanout_tasks(database: Database, db_url: str, count: int) -> list[int]:
     """``count`` tasks of FANOUT, created and admitted (so their steps are ready)."""
     settings = load_settings(environ={}, overrides={"database_url": db_url, **FAST_TIMERS})
-    engine = Engine(database, settings)
-    commands = Commands(engine)
+    orchestrator = Orchestrator(database, settings)
+    commands = Commands(orchestrator)
     await commands.register_template(FANOUT)
     # Only the task creator runs: admission and claims are driven by hand.
-    engine.creator.start()
+    orchestrator.creator.start()
     try:
         created = await asyncio.gather(
             *(
@@ -53,7 +53,7 @@ async def _admitted_fanout_tasks(database: Database, db_url: str, count: int) ->
             )
         )
     finally:
-        await engine.creator.stop()
+        await orchestrator.creator.stop()
     async with database.session() as s:
         journal = Journal()
         assert await admit_tasks(s, journal, 100) == count

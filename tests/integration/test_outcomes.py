@@ -24,7 +24,7 @@ from tasker_server.domain.states import (
     check_task_transition,
 )
 from tasker_server.engine.commands import Commands
-from tasker_server.engine.engine import Engine
+from tasker_server.engine.orchestrator import Orchestrator
 from tasker_server.store.db import Database
 from tasker_server.store.dispatch import ClaimedStep, admit_tasks, claim_steps, start_leases
 from tasker_server.store.journal import Journal
@@ -51,7 +51,7 @@ class Store:
 
     database: Database
     commands: Commands
-    engine: Engine
+    engine: Orchestrator
 
     async def create(self, count: int = 1) -> list[int]:
         ids = []
@@ -128,7 +128,7 @@ class Store:
 @pytest.fixture
 async def store(database: Database, db_url: str) -> AsyncIterator[Store]:
     settings = load_settings(environ={}, overrides={"database_url": db_url, **FAST_TIMERS})
-    engine = Engine(database, settings)
+    engine = Orchestrator(database, settings)
     commands = Commands(engine)
     await commands.register_template(TEMPLATE)
     engine.creator.start()  # only the creator runs: admission, claims and outcomes are by hand

@@ -87,23 +87,23 @@ class AdminService(pb_grpc.AdminServiceServicer):
     async def GetCircuitBreakers(
         self, request: pb.GetCircuitBreakersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetCircuitBreakersResponse:
-        engine = self.commands.engine
+        breakers = self.commands.orchestrator.breakers
         async with self.commands.db.session(read_only=True) as s:
             rows = {r.key: r for r in await load_breakers(s, keys=list(request.keys) or None)}
-        known = set(engine.breakers.known_keys()) | set(rows)
+        known = set(breakers.known_keys()) | set(rows)
         keys = sorted(set(request.keys) & known if request.keys else known)
         out = []
         for key in keys:
-            conf = engine.breakers.settings(key)
+            conf = breakers.settings(key)
             row = rows.get(key)
-            live = key in engine.breakers.known_keys()
-            state = engine.breakers.state(key) if live else (row.state if row else "closed")
-            opened = engine.breakers.opened_at(key) or (row.opened_time if row else None)
+            live = key in breakers.known_keys()
+            state = breakers.state(key) if live else (row.state if row else "closed")
+            opened = breakers.opened_at(key) or (row.opened_time if row else None)
             out.append(
                 resources_pb2.CircuitBreaker(
                     key=key,
                     state=convert.breaker_state(state),
-                    failure_count=engine.breakers.failure_count(key),
+                    failure_count=breakers.failure_count(key),
                     failure_threshold=conf.failure_threshold,
                     reset_timeout=convert.duration(conf.reset_timeout_seconds),
                     opened_time=convert.ts(opened) if state != "closed" else None,
@@ -116,7 +116,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
         self, request: pb.ResetCircuitBreakerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResetCircuitBreakerResponse:
         validation.required(key=request.key, actor=request.actor)
-        await self.commands.engine.reset_breaker(request.key, request.actor, request.reason)
+        await self.commands.orchestrator.reset_breaker(request.key, request.actor, request.reason)
         reply = await self.GetCircuitBreakers(
             pb.GetCircuitBreakersRequest(keys=[request.key]), context
         )
@@ -133,12 +133,13 @@ class AdminService(pb_grpc.AdminServiceServicer):
         # the page full.
         if request.namespace:
             rows = [r for r in rows if request.namespace in (r.namespaces or [])]
-        live = self.commands.engine.sessions
+        orchestrator = self.commands.orchestrator
+        live = orchestrator.streams
         workers = []
         for row in rows[:size]:
             msg = convert.worker_message(row)
             if row.id in live:
-                msg.in_flight = len(live[row.id].leases)
+                msg.in_flight = orchestrator.leases.count(live[row.id])
             workers.append(msg)
         token = pagination.encode("workers", rows[size - 1].id) if len(rows) > size else ""
         return pb.ListWorkersResponse(workers=workers, next_page_token=token)

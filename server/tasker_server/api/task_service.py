@@ -14,7 +14,6 @@ from tasker_server.engine.commands import Commands
 from tasker_server.store import tasks as task_store
 
 from . import convert, pagination, validation
-from .event_service import check_retention, follow, resume_point
 from .watchers import Watchers
 
 __all__ = ["TaskService"]
@@ -41,7 +40,7 @@ def _trace_context(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str | N
 class TaskService(pb_grpc.TaskServiceServicer):
     def __init__(self, commands: Commands, watchers: Watchers) -> None:
         self.commands = commands
-        self.engine = commands.engine
+        self.orchestrator = commands.orchestrator
         self.watchers = watchers
 
     async def CreateTask(
@@ -116,13 +115,14 @@ class TaskService(pb_grpc.TaskServiceServicer):
     ) -> AsyncIterator[pb.WatchTaskResponse]:
         task_id = validation.task_id(request.task_id)
         with self.watchers.slot(context):
+            events = self.orchestrator.events
             # The resume point is fixed before the state is read: a task that finishes in
             # between has its final event after it.
-            after = await resume_point(self.commands.db, request.after_sequence)
+            after = await events.resume_point(request.after_sequence)
             # Only whether the task had finished is kept: an idle watcher holds no task detail.
             finished = (await self.commands.get_task(task_id)).task.state in FINISHED_TASK_STATES
-            await check_retention(self.commands.db, after)
-            async for page in follow(self.engine, after, task_id=task_id):
+            await events.check_retention(after)
+            async for page in events.follow(after, task_id=task_id):
                 for row in page:
                     yield pb.WatchTaskResponse(event=convert.event_message(row))
                     if row.name in _TERMINAL_EVENTS:

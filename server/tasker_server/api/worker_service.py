@@ -2,7 +2,7 @@
 
 The stream handler is an async generator (OpenTelemetry's aio interceptor breaks handlers that use
 ``context.read``/``context.write``). A reader task consumes the worker's messages; everything the
-server sends goes through the session's outbound queue, so the dispatcher, the sweeper and result
+server sends goes through the stream's outbound queue, so the dispatcher, the sweeper and result
 acknowledgements never write to the stream concurrently.
 """
 
@@ -24,8 +24,8 @@ from tasker.v1 import worker_service_pb2 as pb
 from tasker.v1 import worker_service_pb2_grpc as pb_grpc
 from tasker_server.domain import errors
 from tasker_server.engine.commands import MAX_PAYLOAD_BYTES
-from tasker_server.engine.engine import Cancellation, Engine
-from tasker_server.engine.sessions import WorkerSession
+from tasker_server.engine.orchestrator import Orchestrator
+from tasker_server.engine.streams import Cancellation, WorkerStream
 from tasker_server.store.dispatch import ClaimedStep
 from tasker_server.store.outcomes import Outcome, OutcomeKind, Verdict
 from tasker_server.store.types import utcnow
@@ -102,9 +102,9 @@ def _check_hello(hello: pb.WorkerHello) -> None:
 
 
 class WorkerService(pb_grpc.WorkerServiceServicer):
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.settings = engine.settings
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+        self.settings = orchestrator.settings
         self._nonce = itertools.count(1)
         self._reports: set[asyncio.Task[None]] = set()
 
@@ -128,7 +128,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             )
         hello = first.hello
         _check_hello(hello)
-        session = WorkerSession(
+        stream = WorkerStream(
             worker_id=hello.worker_id or uuid.uuid4().hex,
             name=hello.name or "worker",
             namespaces=sorted(set(hello.namespaces)),
@@ -139,23 +139,24 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             connect_time=utcnow(),
             hands_off_leases=hello.hands_off_leases,
         )
-        previous = self.engine.sessions.get(session.worker_id)
+        previous = self.orchestrator.streams.get(stream.worker_id)
         if previous is not None:
             # The same worker process reconnected (its old stream died unnoticed): its leases are
             # not expired with the old stream; reconcile decides which of them go on.
-            previous.leases.clear()
             previous.outbound.put_nowait(None)
-            await self.engine.close_session(previous, "replaced by a new stream")
-        gone = await self.engine.reconcile(session, list(hello.held_leases))
-        unknown = await self.engine.unknown_namespaces(session.namespaces)
-        await self.engine.open_session(session)
+            await self.orchestrator.close_stream(
+                previous, "replaced by a new stream", hand_back=False
+            )
+        gone = await self.orchestrator.reconcile(stream, list(hello.held_leases))
+        unknown = await self.orchestrator.unknown_namespaces(stream.namespaces)
+        await self.orchestrator.open_stream(stream)
         log.info(
-            "worker connected", extra={"worker_id": session.worker_id, "capacity": session.capacity}
+            "worker connected", extra={"worker_id": stream.worker_id, "capacity": stream.capacity}
         )
         s = self.settings
         yield pb.ConnectResponse(
             welcome=pb.Welcome(
-                worker_id=session.worker_id,
+                worker_id=stream.worker_id,
                 server_id=s.server_id,
                 heartbeat_interval=convert.duration(s.heartbeat_interval_seconds),
                 keepalive_interval=convert.duration(s.keepalive_interval_seconds),
@@ -165,15 +166,16 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             )
         )
         for lease_id in gone:
-            session.outbound.put_nowait(Cancellation(lease_id, "lease_stale"))
-        reader = asyncio.create_task(self._read(session, request_iterator), name="connect-reader")
-        pinger = asyncio.create_task(self._keepalive(session), name="connect-keepalive")
+            stream.outbound.put_nowait(Cancellation(lease_id, "lease_stale"))
+        reader = asyncio.create_task(self._read(stream, request_iterator), name="connect-reader")
+        pinger = asyncio.create_task(self._keepalive(stream), name="connect-keepalive")
         try:
             while True:
-                item = await session.outbound.get()
+                item = await stream.outbound.get()
                 if item is None:
                     break
                 if isinstance(item, ClaimedStep):
+                    self.orchestrator.hops.mark(item.lease_id, "written")
                     yield pb.ConnectResponse(
                         assignment=pb.Assignment(
                             lease_id=item.lease_id,
@@ -195,58 +197,57 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             for task in (reader, pinger):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await self.engine.close_session(session, "stream closed")
-            log.info("worker disconnected", extra={"worker_id": session.worker_id})
+            await self.orchestrator.close_stream(stream, "stream closed")
+            log.info("worker disconnected", extra={"worker_id": stream.worker_id})
 
-    async def _keepalive(self, session: WorkerSession) -> None:
+    async def _keepalive(self, stream: WorkerStream) -> None:
         while True:
             await asyncio.sleep(self.settings.keepalive_interval_seconds)
             now = timestamp_pb2.Timestamp()
             now.GetCurrentTime()
-            session.outbound.put_nowait(
+            stream.outbound.put_nowait(
                 pb.ConnectResponse(keepalive=pb.Keepalive(nonce=next(self._nonce), server_time=now))
             )
 
-    async def _read(
-        self, session: WorkerSession, requests: AsyncIterator[pb.ConnectRequest]
-    ) -> None:
+    async def _read(self, stream: WorkerStream, requests: AsyncIterator[pb.ConnectRequest]) -> None:
         try:
             async for msg in requests:
-                session.touch()
+                stream.touch()
                 kind = msg.WhichOneof("message")
                 if kind == "ack":
-                    self.engine.ack(session, msg.ack.lease_id)
+                    self.orchestrator.ack(stream, msg.ack.lease_id)
                 elif kind == "heartbeat":
                     ids = list(msg.heartbeat.lease_ids)
-                    active = self.engine.heartbeat(ids)
-                    session.outbound.put_nowait(
+                    active = self.orchestrator.heartbeat(ids)
+                    stream.outbound.put_nowait(
                         pb.ConnectResponse(
                             heartbeat_ack=pb.HeartbeatAck(leases=self._statuses(active))
                         )
                     )
                 elif kind in ("result", "failure"):
-                    outcome = _outcome(getattr(msg, kind), session.worker_id, kind == "result")
+                    self.orchestrator.hops.mark(getattr(msg, kind).lease_id, "result_read")
+                    outcome = _outcome(getattr(msg, kind), stream.worker_id, kind == "result")
                     # Results are applied in batches; the reader goes on meanwhile.
-                    task = asyncio.create_task(self._report(session, outcome))
+                    task = asyncio.create_task(self._report(stream, outcome))
                     self._reports.add(task)
                     task.add_done_callback(self._reports.discard)
                 elif kind == "drain":
-                    session.draining = True
+                    stream.draining = True
                 elif kind == "hello":
-                    log.warning("duplicate hello ignored", extra={"worker_id": session.worker_id})
+                    log.warning("duplicate hello ignored", extra={"worker_id": stream.worker_id})
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.info(
                 "worker stream ended: %s",
                 type(exc).__name__,
-                extra={"worker_id": session.worker_id},
+                extra={"worker_id": stream.worker_id},
             )
-        session.outbound.put_nowait(None)
+        stream.outbound.put_nowait(None)
 
-    async def _report(self, session: WorkerSession, outcome: Outcome) -> None:
+    async def _report(self, stream: WorkerStream, outcome: Outcome) -> None:
         try:
-            verdict = await self.engine.report(outcome)
+            verdict = await self.orchestrator.report(outcome)
         except errors.Unavailable as exc:
             verdict = Verdict(outcome.lease_id, False, "UNAVAILABLE", str(exc))
         except Exception:
@@ -256,7 +257,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             verdict = Verdict(
                 outcome.lease_id, False, "RESULT_TOO_LARGE", "recorded as a permanent failure"
             )
-        session.outbound.put_nowait(
+        stream.outbound.put_nowait(
             pb.ConnectResponse(
                 result_ack=pb.ResultAck(
                     lease_id=verdict.lease_id,
@@ -275,11 +276,11 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 "lease_ids is required", [errors.FieldViolation("lease_ids", "at least one")]
             )
         ids = list(request.lease_ids)
-        active = await self.engine.heartbeat_anywhere(ids)
+        active = await self.orchestrator.heartbeat_anywhere(ids)
         return pb.HeartbeatResponse(leases=self._statuses(active))
 
     def _statuses(self, active: dict[str, bool]) -> list[pb.LeaseStatus]:
-        deadline = convert.ts(utcnow() + timedelta(seconds=self.engine.lease_ttl_seconds))
+        deadline = convert.ts(utcnow() + timedelta(seconds=self.orchestrator.lease_ttl_seconds))
         return [
             pb.LeaseStatus(lease_id=i, active=ok, lease_deadline=deadline if ok else None)
             for i, ok in active.items()
@@ -308,7 +309,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         # Not held through an outage of unknown length: the caller retries with backoff (the
         # stream, whose reports are applied as soon as the database returns, is the patient path).
         outcome = _outcome(body, request.worker_id, kind == "success")
-        verdict = await self.engine.report(outcome, patient=False)
+        verdict = await self.orchestrator.report(outcome, patient=False)
         if verdict.accepted:
             return pb.ReportStepResultResponse(accepted=True)
         if verdict.reason == "UNAVAILABLE":

@@ -1,7 +1,7 @@
 """Use cases behind the unary RPCs: templates, task creation and cancellation, namespaces.
 
 Each function is one unit of work: validate (domain), read/write (store) in one transaction,
-then wake the engine. Limits are defined here once and documented in the proto.
+then wake the orchestrator. Limits are defined here once and documented in the proto.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from tasker_server.store import admin as admin_store
 from tasker_server.store import breakers as breaker_store
 from tasker_server.store import tasks as task_store
 from tasker_server.store import templates as template_store
-from tasker_server.store.db import Session
+from tasker_server.store.db import AsyncSession
 from tasker_server.store.journal import Journal
 from tasker_server.store.models import Namespace
 
-from .engine import Engine
+from .orchestrator import Orchestrator
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -50,11 +50,11 @@ def payload_size(value: Any) -> int:
 
 
 class Commands:
-    def __init__(self, engine: Engine, environment: str = "") -> None:
-        self.engine = engine
-        self.db = engine.db
+    def __init__(self, orchestrator: Orchestrator, environment: str = "") -> None:
+        self.orchestrator = orchestrator
+        self.db = orchestrator.db
         self.environment = environment or None
-        self.limits = engine.settings.limits()
+        self.limits = orchestrator.settings.limits()
         self._definitions: dict[int, TemplateDefinition] = {}
         self._templates: dict[
             tuple[str, str, str], tuple[template_store.StoredTemplate, float]
@@ -109,7 +109,7 @@ class Commands:
                 f"template YAML is over {limit} bytes", reason="TEMPLATE_TOO_LARGE"
             )
 
-    async def _configure_breakers(self, s: Session, defn: TemplateDefinition) -> None:
+    async def _configure_breakers(self, s: AsyncSession, defn: TemplateDefinition) -> None:
         """Thresholds named in a template apply to its breaker keys (shared by replicas)."""
         journal = Journal()
         for step in defn.steps:
@@ -119,10 +119,10 @@ class Commands:
             ):
                 continue
             key = step.breaker_key or step.handler_class
-            current = self.engine.breakers.settings(key)
+            current = self.orchestrator.breakers.settings(key)
             threshold = step.breaker_failure_threshold or current.failure_threshold
             reset = step.breaker_reset_timeout_seconds or current.reset_timeout_seconds
-            self.engine.breakers.configure(key, threshold, reset)
+            self.orchestrator.breakers.configure(key, threshold, reset)
             await breaker_store.save_breaker(
                 s,
                 journal,
@@ -255,7 +255,7 @@ class Commands:
             trace_state=trace_state,
             steps=steps,
         )
-        detail, created = await self.engine.creator.create(new)
+        detail, created = await self.orchestrator.creator.create(new)
         if not created:
             self._check_same_request(detail.task, new, template_version)
         return detail, created
@@ -310,9 +310,9 @@ class Commands:
                 reason=reason,
             )
             await journal.flush(s)
-        self.engine.committed(journal)
-        self.engine.cancel_leases(leases, "task_cancelled")
-        self.engine.wake(admit=True)
+        self.orchestrator.committed(journal)
+        self.orchestrator.cancel_leases(leases, "task_cancelled")
+        self.orchestrator.wake(admit=True)
 
     # -- operator actions on steps and tasks -------------------------------------------------------
 
@@ -321,8 +321,8 @@ class Commands:
             journal = Journal()
             await admin_store.retry_step(s, journal, task_id, step_name, actor, reason)
             await journal.flush(s)
-        self.engine.committed(journal)
-        self.engine.wake(admit=True)
+        self.orchestrator.committed(journal)
+        self.orchestrator.wake(admit=True)
 
     async def satisfy_step(
         self,
@@ -346,19 +346,19 @@ class Commands:
                 s, journal, task_id, step_name, to_state, result, actor, reason
             )
             await journal.flush(s)
-        self.engine.committed(journal)
+        self.orchestrator.committed(journal)
         if lease:
-            self.engine.cancel_leases([lease], "resolved_manually")
-        self.engine.wake(admit=True)
+            self.orchestrator.cancel_leases([lease], "resolved_manually")
+        self.orchestrator.wake(admit=True)
 
     async def resolve_task(self, task_id: int, actor: str, reason: str) -> None:
         async with self.db.session() as s:
             journal = Journal()
             _, leases = await admin_store.resolve_task(s, journal, task_id, actor, reason)
             await journal.flush(s)
-        self.engine.committed(journal)
-        self.engine.cancel_leases(leases, "task_resolved_manually")
-        self.engine.wake(admit=True)
+        self.orchestrator.committed(journal)
+        self.orchestrator.cancel_leases(leases, "task_resolved_manually")
+        self.orchestrator.wake(admit=True)
 
     # -- namespaces -----------------------------------------------------------------------------
 
@@ -380,8 +380,8 @@ class Commands:
             )
             await journal.flush(s)
             await s.flush()
-        self.engine.committed(journal)
-        self.engine.wake(admit=True)
+        self.orchestrator.committed(journal)
+        self.orchestrator.wake(admit=True)
         return row
 
     async def set_paused(self, namespace: str, paused: bool, actor: str, reason: str) -> Namespace:
@@ -397,6 +397,6 @@ class Commands:
                 )
                 await journal.flush(s)
             await s.flush()
-        self.engine.committed(journal)
-        self.engine.wake()
+        self.orchestrator.committed(journal)
+        self.orchestrator.wake()
         return row

@@ -34,7 +34,7 @@ class TaskCreator:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="tasker-creator")
+        self._task = asyncio.create_task(self.run(), name="tasker-creator")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -51,7 +51,9 @@ class TaskCreator:
         self._queue.put_nowait((new, future))
         return await future
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Creates queued tasks in batches until cancelled (``start`` runs it as its own task;
+        the server runs it under its supervised task group instead)."""
         while True:
             batch = [await self._queue.get()]
             while len(batch) < BATCH and not self._queue.empty():

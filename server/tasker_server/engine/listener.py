@@ -28,23 +28,13 @@ class ChangeListener:
     def __init__(self, db: Database, on_change: Callable[[], None]) -> None:
         self.db = db
         self.on_change = on_change
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self.db.dialect == "postgresql":
-            self._task = asyncio.create_task(self._run(), name="tasker-listener")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, origin: str) -> None:
         if origin != self.db.origin:
             self.on_change()
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Listens until cancelled (PostgreSQL only), reconnecting after a lost connection."""
         while True:
             try:
                 async with self.db.engine.connect() as conn:

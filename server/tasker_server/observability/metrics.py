@@ -1,12 +1,12 @@
 """Prometheus metrics, served as text on ``metrics_listen`` (off when empty).
 
 Everything about work done is derived in one place, :meth:`Metrics.on_events`, from the events
-each commit of this replica wrote (``Engine.subscribe``): a replica counts what it committed, so
-summing a counter over replicas counts every event exactly once. Gauges come from memory: worker
-sessions, the connection pool, and the engine's ready-queue depth per namespace (which the engine
-refreshes every few seconds with one ``COUNT … GROUP BY`` over the ready partial index). Labels
-are bounded: ``namespace``, ``state``, ``error_class`` (and the fixed values of ``kind``), never
-task or step ids.
+each commit of this replica wrote (``Orchestrator.subscribe``): a replica counts what it
+committed, so summing a counter over replicas counts every event exactly once. Gauges come from
+memory: worker streams, the connection pool, and the ready-queue depth per namespace (which the
+sweeper refreshes every few seconds with one ``COUNT … GROUP BY`` over the ready partial index).
+Labels are bounded: ``namespace``, ``state``, ``error_class`` (and the fixed values of ``kind``),
+never task or step ids.
 
 Every metric lives in the instance's own registry, so several servers in one process (tests)
 never share counts.
@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from tasker_server.domain.retry import ErrorClass
-from tasker_server.engine.engine import Engine
+from tasker_server.engine.orchestrator import Orchestrator
 from tasker_server.store.journal import ILLEGAL_TRANSITIONS
 from tasker_server.store.stats import pool_usage
 
@@ -78,7 +78,8 @@ class _IllegalTransitions(Collector):
 
 
 class Metrics:
-    """The server's metrics. ``attach(engine)`` once; ``start(listen)`` serves them over HTTP."""
+    """The server's metrics. ``attach(orchestrator)`` once; ``start(listen)`` serves them over
+    HTTP."""
 
     def __init__(self, gauge_interval: float = 1.0) -> None:
         self.registry = CollectorRegistry()
@@ -183,17 +184,17 @@ class Metrics:
         )
         r.register(_IllegalTransitions())
         self.gauge_interval = gauge_interval
-        self._engine: Engine | None = None
+        self._orchestrator: Orchestrator | None = None
         self._task: asyncio.Task[None] | None = None
         self._http: Any = None
         self.port = 0
 
     # -- wiring ---------------------------------------------------------------------------------
 
-    def attach(self, engine: Engine) -> None:
-        self._engine = engine
-        engine.subscribe(self.on_events)
-        engine.tick_observers.append(self.on_tick)
+    def attach(self, orchestrator: Orchestrator) -> None:
+        self._orchestrator = orchestrator
+        orchestrator.subscribe(self.on_events)
+        orchestrator.tick_observers.append(self.on_tick)
 
     def start(self, listen: str) -> None:
         """Serves ``/metrics`` on ``listen`` (HOST:PORT, port 0 picks one) and starts the gauge
@@ -260,16 +261,16 @@ class Metrics:
     # -- gauges ---------------------------------------------------------------------------------
 
     def refresh_memory_gauges(self) -> None:
-        engine = self._engine
-        if engine is None:
+        orchestrator = self._orchestrator
+        if orchestrator is None:
             return
         capacity: dict[str, int] = {}
         in_flight: dict[str, int] = {}
         connected: dict[str, int] = {}
-        for session in list(engine.sessions.values()):
-            for ns in session.namespaces:
-                capacity[ns] = capacity.get(ns, 0) + session.capacity
-                in_flight[ns] = in_flight.get(ns, 0) + len(session.leases)
+        for stream in list(orchestrator.streams.values()):
+            for ns in stream.namespaces:
+                capacity[ns] = capacity.get(ns, 0) + stream.capacity
+                in_flight[ns] = in_flight.get(ns, 0) + orchestrator.leases.count(stream)
                 connected[ns] = connected.get(ns, 0) + 1
         for gauge, values in (
             (self.worker_capacity, capacity),
@@ -277,8 +278,8 @@ class Metrics:
             (self.workers_connected, connected),
         ):
             _set_all(gauge, values)
-        _set_all(self.ready_steps, dict(engine.ready_depth))
-        usage = pool_usage(engine.db)
+        _set_all(self.ready_steps, dict(orchestrator.ready_depth))
+        usage = pool_usage(orchestrator.db)
         self.pool_checked_out.set(usage.checked_out)
         self.pool_limit.set(usage.limit)
 

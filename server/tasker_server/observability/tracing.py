@@ -27,7 +27,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from tasker_server.api import validation
 from tasker_server.api.interceptors import wrap_handler
-from tasker_server.engine.engine import Engine
+from tasker_server.engine.orchestrator import Orchestrator
 from tasker_server.logs import bind
 from tasker_server.store.stats import task_correlation_id
 
@@ -106,7 +106,7 @@ def _otlp_exporter() -> Any:
 
 
 def server_interceptors(
-    engine: Engine, after_tracing: Sequence[grpc.aio.ServerInterceptor] = ()
+    orchestrator: Orchestrator, after_tracing: Sequence[grpc.aio.ServerInterceptor] = ()
 ) -> list[grpc.aio.ServerInterceptor]:
     """The OpenTelemetry server interceptor, ``after_tracing`` (authentication: refused calls are
     traced, yet refused before the task-context lookup reads the database), then the
@@ -114,7 +114,7 @@ def server_interceptors(
     return [
         aio_server_interceptor(filter_=filters.negate(_UNTRACED)),  # type: ignore[no-untyped-call]
         *after_tracing,
-        TaskContextInterceptor(engine),
+        TaskContextInterceptor(orchestrator),
     ]
 
 
@@ -149,10 +149,10 @@ Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
 class TaskContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Binds task_id / correlation_id of single-task RPCs to logs and the current span."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
         self.cache = _CorrelationCache()
-        engine.subscribe(self.cache.on_events)
+        orchestrator.subscribe(self.cache.on_events)
 
     async def _ids(self, request: Any) -> tuple[str, str]:
         task_id = str(getattr(request, "task_id", "") or "")
@@ -165,7 +165,7 @@ class TaskContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             cached = self.cache.get(task_id)
             if cached is None:
                 try:
-                    async with self.engine.db.session(read_only=True) as s:
+                    async with self.orchestrator.db.session(read_only=True) as s:
                         cached = await task_correlation_id(s, number) or ""
                 except Exception:  # logging context must never fail the RPC
                     cached = ""

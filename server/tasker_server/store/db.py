@@ -42,10 +42,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from tasker_server.domain.errors import Unavailable
 
-__all__ = ["DEFAULT_URL", "Database", "Session", "normalize_url"]
-
-# The unit-of-work type the engine passes back into store functions.
-Session = AsyncSession
+# AsyncSession is re-exported: the engine passes a unit of work back into store functions, and
+# only store/ imports SQLAlchemy.
+__all__ = ["DEFAULT_URL", "AsyncSession", "Database", "normalize_url"]
 
 log = logging.getLogger(__name__)
 

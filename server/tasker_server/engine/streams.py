@@ -1,8 +1,9 @@
-"""Worker sessions: one per open ``Connect`` stream, kept in memory on the replica holding it.
+"""Worker streams: one per open ``Connect`` stream, kept in memory on the replica holding it.
 
-A session knows what its worker can run, how many leases it holds against its capacity, and its
-outbound queue. Heartbeats and keepalives touch only this memory; the database sees a worker's
-liveness through one batched ``workers.last_seen_time`` update per interval for all sessions.
+A stream knows what its worker can run, its capacity and its outbound queue; which leases it
+holds is the lease registry's business (``leases.py``). Heartbeats and keepalives touch only this
+memory; the database sees a worker's liveness through one batched ``workers.last_seen_time``
+update per interval for all streams.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["Lease", "WorkerSession"]
+__all__ = ["Cancellation", "Lease", "WorkerStream"]
 
 
 @dataclass(slots=True)
@@ -27,8 +28,18 @@ class Lease:
     correlation_id: str | None = None
 
 
-@dataclass(slots=True)
-class WorkerSession:
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """Outbound: tells the worker to stop the handler of ``lease_id``."""
+
+    lease_id: str
+    reason: str
+
+
+# eq=False: a stream is identified by the object (the registry keys its leases by it); two
+# streams of one worker id, an old and its replacement, are different streams.
+@dataclass(slots=True, eq=False)
+class WorkerStream:
     worker_id: str
     name: str
     namespaces: list[str]
@@ -38,19 +49,12 @@ class WorkerSession:
     sdk_version: str
     connect_time: datetime
     outbound: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    leases: dict[str, Lease] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
     draining: bool = False
     closed: bool = False
     # The job-queue pattern: its jobs heartbeat and report by lease id, so its acknowledged
     # leases do not depend on this stream.
     hands_off_leases: bool = False
-
-    @property
-    def free(self) -> int:
-        if self.draining or self.closed:
-            return 0
-        return max(0, self.capacity - len(self.leases))
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
