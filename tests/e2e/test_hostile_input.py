@@ -357,6 +357,84 @@ async def test_connect_with_an_undecodable_first_frame_is_invalid_argument(stubs
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT, details
 
 
+async def test_bad_frames_on_connect_are_answered_and_the_stream_goes_on(stubs: Stubs) -> None:
+    # Each bad frame gets its own `rejected` answer (code, reason, the lease when readable); the
+    # stream, and the lease, go on: a corrected result is then accepted and the task completes.
+    outbound: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def frames() -> AsyncIterator[bytes]:
+        while (frame := await outbound.get()) is not None:
+            yield frame
+
+    connect = stubs.channel.stream_stream(
+        "/tasker.v1.WorkerService/Connect", response_deserializer=wpb.ConnectResponse.FromString
+    )
+    call = connect(frames())
+    replies = call.__aiter__()
+
+    async def next_of(kind: str) -> wpb.ConnectResponse:
+        async with asyncio.timeout(10):
+            while True:
+                reply: wpb.ConnectResponse = await replies.__anext__()
+                if reply.WhichOneof("message") == kind:
+                    return reply
+
+    def send(**kind: Any) -> None:
+        outbound.put_nowait(wpb.ConnectRequest(**kind).SerializeToString())
+
+    hello = wpb.WorkerHello(worker_id="raw-frames", namespaces=[NS], handlers=["h"], capacity=1)
+    send(hello=hello)
+    await next_of("welcome")
+    task = (
+        await stubs.tasks.CreateTask(tpb.CreateTaskRequest(namespace=NS, template_name="plain"))
+    ).task
+    lease = (await next_of("assignment")).assignment.lease_id
+    lease_field = _field(1, lease.encode())
+    nan = struct_pb2.Struct()
+    nan.update({"v": math.nan})
+    nul = struct_pb2.Struct()
+    nul.update({"v": "a\0b"})
+    bad = {
+        "garbage": (b"\xff\xff\xff", "REQUEST_UNDECODABLE", ""),
+        "nested 1,000 levels": (
+            _field(4, lease_field + _field(2, _deep_struct(1000))),
+            "REQUEST_UNDECODABLE",
+            "",
+        ),
+        "invalid UTF-8 lease id": (_field(4, _field(1, b"\xff\xfe")), "REQUEST_UNDECODABLE", ""),
+        "NaN": (
+            wpb.ConnectRequest(result=wpb.StepSuccess(lease_id=lease, result=nan)),
+            "INVALID_ARGUMENT",
+            lease,
+        ),
+        "NUL": (
+            wpb.ConnectRequest(result=wpb.StepSuccess(lease_id=lease, result=nul)),
+            "INVALID_ARGUMENT",
+            lease,
+        ),
+    }
+    try:
+        for name, (frame, reason, about) in bad.items():
+            outbound.put_nowait(frame if isinstance(frame, bytes) else frame.SerializeToString())
+            rejected = (await next_of("rejected")).rejected
+            assert (rejected.code, rejected.reason, rejected.lease_id) == (
+                "INVALID_ARGUMENT",
+                reason,
+                about,
+            ), (name, rejected)
+            assert len(rejected.message) <= 400, name
+        good = struct_pb2.Struct()
+        good.update({"value": 1})
+        send(result=wpb.StepSuccess(lease_id=lease, result=good))
+        ack = (await next_of("result_ack")).result_ack
+        assert (ack.lease_id, ack.accepted) == (lease, True)
+        reply = await stubs.tasks.GetTask(tpb.GetTaskRequest(task_id=task.task_id))
+        assert reply.task.steps[0].state == rpb.STEP_STATE_COMPLETE
+    finally:
+        outbound.put_nowait(None)
+        call.cancel()
+
+
 # --- watches -----------------------------------------------------------------------------------
 
 

@@ -84,11 +84,12 @@ def _check(request: Any, *, strings: bool = True) -> Any:
 
 
 async def _checked_frames(frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    # Every frame must decode; the string rules apply to the first (a worker's hello). Later
-    # frames belong to the stream's own protocol, which answers them without ending it.
+    # The first frame (a worker's hello) must decode and meet the string rules, or the call
+    # ends. Later frames belong to the stream's own protocol, which answers each bad one
+    # (an Undecodable marker passes through) without ending the stream.
     first = True
     async for frame in frames:
-        yield _check(frame, strings=first)
+        yield _check(frame) if first else frame
         first = False
 
 

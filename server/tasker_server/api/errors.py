@@ -23,7 +23,14 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from tasker_server.domain import errors as domain
 
-__all__ = ["ERROR_DOMAIN", "MAX_TRAILER_BYTES", "STATUS_BY_ERROR", "clip", "status_for"]
+__all__ = [
+    "ERROR_DOMAIN",
+    "MAX_TRAILER_BYTES",
+    "STATUS_BY_ERROR",
+    "clip",
+    "code_for",
+    "status_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +87,7 @@ STATUS_BY_ERROR: tuple[tuple[type[domain.TaskerError], grpc.StatusCode], ...] = 
 )
 
 
-def _code_of(exc: domain.TaskerError) -> grpc.StatusCode:
+def code_for(exc: domain.TaskerError) -> grpc.StatusCode:
     for cls, code in STATUS_BY_ERROR:
         if isinstance(exc, cls):
             return code
@@ -96,7 +103,7 @@ def _pack(message: object) -> any_pb2.Any:
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
     """Returns (code, message, trailing metadata with grpc-status-details-bin) for an error."""
     if isinstance(exc, domain.TaskerError):
-        code = _code_of(exc)
+        code = code_for(exc)
         message = clip(str(exc), MAX_MESSAGE)
         metadata = list(exc.metadata.items())[:MAX_METADATA]
         info = error_details_pb2.ErrorInfo(

@@ -31,6 +31,9 @@ from tasker_server.store.outcomes import Outcome, OutcomeKind, Verdict
 from tasker_server.store.types import utcnow
 
 from . import convert, validation
+from .decoding import Undecodable, undecodable_error
+from .errors import MAX_MESSAGE, clip, code_for
+from .strings import check_strings
 
 __all__ = ["WorkerService"]
 
@@ -81,6 +84,23 @@ def _outcome(msg: pb.StepSuccess | pb.StepFailure, worker_id: str, success: bool
     )
 
 
+def _rejected(exc: errors.TaskerError, msg: pb.ConnectRequest | Undecodable) -> pb.ConnectResponse:
+    """The answer to one refused message (its text bounded as on any status: it may echo input)."""
+    lease_id = ""
+    if not isinstance(msg, Undecodable):
+        kind = msg.WhichOneof("message")
+        if kind in ("ack", "result", "failure"):
+            lease_id = getattr(msg, kind).lease_id[:128]
+    return pb.ConnectResponse(
+        rejected=pb.MessageRejected(
+            code=code_for(exc).name,
+            reason=exc.reason,
+            message=clip(str(exc), MAX_MESSAGE),
+            lease_id=lease_id,
+        )
+    )
+
+
 def _check_hello(hello: pb.WorkerHello) -> None:
     problems = []
     if not hello.namespaces:
@@ -105,6 +125,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
     def __init__(self, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
         self.settings = orchestrator.settings
+        self.limits = orchestrator.settings.limits()
         self._nonce = itertools.count(1)
         self._reports: set[asyncio.Task[None]] = set()
 
@@ -213,28 +234,11 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         try:
             async for msg in requests:
                 stream.touch()
-                kind = msg.WhichOneof("message")
-                if kind == "ack":
-                    self.orchestrator.ack(stream, msg.ack.lease_id)
-                elif kind == "heartbeat":
-                    ids = list(msg.heartbeat.lease_ids)
-                    active = self.orchestrator.heartbeat(ids)
-                    stream.outbound.put_nowait(
-                        pb.ConnectResponse(
-                            heartbeat_ack=pb.HeartbeatAck(leases=self._statuses(active))
-                        )
-                    )
-                elif kind in ("result", "failure"):
-                    self.orchestrator.hops.mark(getattr(msg, kind).lease_id, "result_read")
-                    outcome = _outcome(getattr(msg, kind), stream.worker_id, kind == "result")
-                    # Results are applied in batches; the reader goes on meanwhile.
-                    task = asyncio.create_task(self._report(stream, outcome))
-                    self._reports.add(task)
-                    task.add_done_callback(self._reports.discard)
-                elif kind == "drain":
-                    stream.draining = True
-                elif kind == "hello":
-                    log.warning("duplicate hello ignored", extra={"worker_id": stream.worker_id})
+                try:
+                    self._handle(stream, msg)
+                except errors.TaskerError as exc:
+                    # One bad message is answered; the stream and the other leases go on.
+                    stream.outbound.put_nowait(_rejected(exc, msg))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -244,6 +248,35 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 extra={"worker_id": stream.worker_id},
             )
         stream.outbound.put_nowait(None)
+
+    def _handle(self, stream: WorkerStream, msg: pb.ConnectRequest | Undecodable) -> None:
+        if isinstance(msg, Undecodable):
+            raise undecodable_error(msg)
+        kind = msg.WhichOneof("message")
+        if kind == "ack":
+            self.orchestrator.ack(stream, msg.ack.lease_id)
+        elif kind == "heartbeat":
+            ids = list(msg.heartbeat.lease_ids)
+            active = self.orchestrator.heartbeat(ids)
+            stream.outbound.put_nowait(
+                pb.ConnectResponse(heartbeat_ack=pb.HeartbeatAck(leases=self._statuses(active)))
+            )
+        elif kind in ("result", "failure"):
+            body = getattr(msg, kind)
+            self.orchestrator.hops.mark(body.lease_id, "result_read")
+            # The same checks as ReportStepResult's: nothing the database cannot hold (NUL),
+            # no NaN, no nesting past the limit, a defined error class.
+            check_strings(msg)
+            validation.outcome("success" if kind == "result" else kind, body, self.limits)
+            outcome = _outcome(body, stream.worker_id, kind == "result")
+            # Results are applied in batches; the reader goes on meanwhile.
+            task = asyncio.create_task(self._report(stream, outcome))
+            self._reports.add(task)
+            task.add_done_callback(self._reports.discard)
+        elif kind == "drain":
+            stream.draining = True
+        elif kind == "hello":
+            log.warning("duplicate hello ignored", extra={"worker_id": stream.worker_id})
 
     async def _report(self, stream: WorkerStream, outcome: Outcome) -> None:
         try:
@@ -305,7 +338,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 "worker_id is required: a lease is valid only from the worker it was issued to",
                 [errors.FieldViolation("worker_id", "is required")],
             )
-        validation.outcome(kind, body, self.settings.limits())
+        validation.outcome(kind, body, self.limits)
         # Not held through an outage of unknown length: the caller retries with backoff (the
         # stream, whose reports are applied as soon as the database returns, is the patient path).
         outcome = _outcome(body, request.worker_id, kind == "success")

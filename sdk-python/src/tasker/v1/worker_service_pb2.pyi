@@ -31,20 +31,34 @@ class ConnectRequest(_message.Message):
     def __init__(self, hello: _Optional[_Union[WorkerHello, _Mapping]] = ..., ack: _Optional[_Union[AssignmentAck, _Mapping]] = ..., heartbeat: _Optional[_Union[LeaseHeartbeat, _Mapping]] = ..., result: _Optional[_Union[StepSuccess, _Mapping]] = ..., failure: _Optional[_Union[StepFailure, _Mapping]] = ..., pong: _Optional[_Union[KeepalivePong, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("welcome", "assignment", "cancellation", "keepalive", "result_ack", "heartbeat_ack")
+    __slots__ = ("welcome", "assignment", "cancellation", "keepalive", "result_ack", "heartbeat_ack", "rejected")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCELLATION_FIELD_NUMBER: _ClassVar[int]
     KEEPALIVE_FIELD_NUMBER: _ClassVar[int]
     RESULT_ACK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assignment: Assignment
     cancellation: Cancellation
     keepalive: Keepalive
     result_ack: ResultAck
     heartbeat_ack: HeartbeatAck
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
+    rejected: MessageRejected
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., rejected: _Optional[_Union[MessageRejected, _Mapping]] = ...) -> None: ...
+
+class MessageRejected(_message.Message):
+    __slots__ = ("code", "reason", "message", "lease_id")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    reason: str
+    message: str
+    lease_id: str
+    def __init__(self, code: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
 class WorkerHello(_message.Message):
     __slots__ = ("worker_id", "name", "namespaces", "handlers", "capacity", "sdk_language", "sdk_version", "hands_off_leases", "held_leases")

@@ -144,9 +144,10 @@ class WorkerServiceServicer:
         Errors (closing the stream): INVALID_ARGUMENT (first message not hello,
         capacity < 1 or > 10,000, no handlers or namespaces). A hello with the
         worker_id of a stream that is still open replaces that stream (the same
-        process reconnecting): its leases move to the new stream. Per-message
-        problems (stale lease, unknown lease) are answered on the stream without
-        closing it.
+        process reconnecting): its held_leases move to the new stream.
+        Per-message problems are answered on the stream without closing it: a
+        stale, unknown or foreign lease by result_ack, a frame that does not
+        decode or an outcome with an invalid field by rejected.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

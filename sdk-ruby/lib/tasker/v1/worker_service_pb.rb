@@ -29,7 +29,14 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
         optional :keepalive, :message, 4, "tasker.v1.Keepalive"
         optional :result_ack, :message, 5, "tasker.v1.ResultAck"
         optional :heartbeat_ack, :message, 6, "tasker.v1.HeartbeatAck"
+        optional :rejected, :message, 7, "tasker.v1.MessageRejected"
       end
+    end
+    add_message "tasker.v1.MessageRejected" do
+      optional :code, :string, 1
+      optional :reason, :string, 2
+      optional :message, :string, 3
+      optional :lease_id, :string, 4
     end
     add_message "tasker.v1.WorkerHello" do
       optional :worker_id, :string, 1
@@ -125,6 +132,7 @@ module Tasker
   module V1
     ConnectRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.ConnectRequest").msgclass
     ConnectResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.ConnectResponse").msgclass
+    MessageRejected = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.MessageRejected").msgclass
     WorkerHello = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.WorkerHello").msgclass
     Welcome = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.Welcome").msgclass
     Assignment = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("tasker.v1.Assignment").msgclass

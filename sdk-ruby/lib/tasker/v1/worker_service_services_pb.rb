@@ -62,9 +62,10 @@ module Tasker
         # Errors (closing the stream): INVALID_ARGUMENT (first message not hello,
         # capacity < 1 or > 10,000, no handlers or namespaces). A hello with the
         # worker_id of a stream that is still open replaces that stream (the same
-        # process reconnecting): its leases move to the new stream. Per-message
-        # problems (stale lease, unknown lease) are answered on the stream without
-        # closing it.
+        # process reconnecting): its held_leases move to the new stream.
+        # Per-message problems are answered on the stream without closing it: a
+        # stale, unknown or foreign lease by result_ack, a frame that does not
+        # decode or an outcome with an invalid field by rejected.
         rpc :Connect, stream(::Tasker::V1::ConnectRequest), stream(::Tasker::V1::ConnectResponse)
         # Extends leases outside a stream: for hosts that hand a leased step to a
         # job queue (e.g. Sidekiq) and run it in another process.

@@ -82,7 +82,33 @@ export interface ConnectResponse {
     | ResultAck
     | undefined;
   /** New deadlines of heartbeated leases. */
-  heartbeatAck?: HeartbeatAck | undefined;
+  heartbeatAck?:
+    | HeartbeatAck
+    | undefined;
+  /**
+   * A message the server could not act on (it did not decode, or a field is
+   * invalid). The stream and the worker's other leases go on.
+   */
+  rejected?: MessageRejected | undefined;
+}
+
+/**
+ * Answers one message of the worker's that the server refused, without
+ * ending the stream: a frame that does not decode, or a result or failure
+ * with an invalid field (NaN, nesting past the limit, an undefined
+ * error_class, ...). A rejected result or failure is not recorded: its lease
+ * stays current, so the worker may send a corrected outcome; otherwise the
+ * lease expires as usual.
+ */
+export interface MessageRejected {
+  /** The gRPC status code name, e.g. INVALID_ARGUMENT. */
+  code: string;
+  /** Machine-readable reason, e.g. REQUEST_UNDECODABLE, INVALID_ARGUMENT. */
+  reason: string;
+  /** What was wrong, naming the field (bounded). */
+  message: string;
+  /** The lease the message was about, when it could be read. */
+  leaseId: string;
 }
 
 /** Worker identity and abilities. */
@@ -514,6 +540,7 @@ function createBaseConnectResponse(): ConnectResponse {
     keepalive: undefined,
     resultAck: undefined,
     heartbeatAck: undefined,
+    rejected: undefined,
   };
 }
 
@@ -536,6 +563,9 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
     }
     if (message.heartbeatAck !== undefined) {
       HeartbeatAck.encode(message.heartbeatAck, writer.uint32(50).fork()).join();
+    }
+    if (message.rejected !== undefined) {
+      MessageRejected.encode(message.rejected, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -601,6 +631,14 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
             message.heartbeatAck = HeartbeatAck.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.rejected = MessageRejected.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -629,6 +667,7 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         : isSet(object.heartbeat_ack)
         ? HeartbeatAck.fromJSON(object.heartbeat_ack)
         : undefined,
+      rejected: isSet(object.rejected) ? MessageRejected.fromJSON(object.rejected) : undefined,
     };
   },
 
@@ -651,6 +690,9 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
     }
     if (message.heartbeatAck !== undefined) {
       obj.heartbeatAck = HeartbeatAck.toJSON(message.heartbeatAck);
+    }
+    if (message.rejected !== undefined) {
+      obj.rejected = MessageRejected.toJSON(message.rejected);
     }
     return obj;
   },
@@ -678,6 +720,130 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
     message.heartbeatAck = (object.heartbeatAck !== undefined && object.heartbeatAck !== null)
       ? HeartbeatAck.fromPartial(object.heartbeatAck)
       : undefined;
+    message.rejected = (object.rejected !== undefined && object.rejected !== null)
+      ? MessageRejected.fromPartial(object.rejected)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMessageRejected(): MessageRejected {
+  return { code: "", reason: "", message: "", leaseId: "" };
+}
+
+export const MessageRejected: MessageFns<MessageRejected> = {
+  encode(message: MessageRejected, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.code !== "") {
+      writer.uint32(10).string(message.code);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    if (message.leaseId !== "") {
+      writer.uint32(34).string(message.leaseId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MessageRejected {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMessageRejected();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.code = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.leaseId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MessageRejected {
+    return {
+      code: isSet(object.code) ? globalThis.String(object.code) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      leaseId: isSet(object.leaseId)
+        ? globalThis.String(object.leaseId)
+        : isSet(object.lease_id)
+        ? globalThis.String(object.lease_id)
+        : "",
+    };
+  },
+
+  toJSON(message: MessageRejected): unknown {
+    const obj: any = {};
+    if (message.code !== "") {
+      obj.code = message.code;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.leaseId !== "") {
+      obj.leaseId = message.leaseId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MessageRejected>, I>>(base?: I): MessageRejected {
+    return MessageRejected.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MessageRejected>, I>>(object: I): MessageRejected {
+    const message = createBaseMessageRejected();
+    message.code = object.code ?? "";
+    message.reason = object.reason ?? "";
+    message.message = object.message ?? "";
+    message.leaseId = object.leaseId ?? "";
     return message;
   },
 };
@@ -2619,9 +2785,10 @@ export const WorkerServiceService = {
    * Errors (closing the stream): INVALID_ARGUMENT (first message not hello,
    * capacity < 1 or > 10,000, no handlers or namespaces). A hello with the
    * worker_id of a stream that is still open replaces that stream (the same
-   * process reconnecting): its leases move to the new stream. Per-message
-   * problems (stale lease, unknown lease) are answered on the stream without
-   * closing it.
+   * process reconnecting): its held_leases move to the new stream.
+   * Per-message problems are answered on the stream without closing it: a
+   * stale, unknown or foreign lease by result_ack, a frame that does not
+   * decode or an outcome with an invalid field by rejected.
    */
   connect: {
     path: "/tasker.v1.WorkerService/Connect" as const,
@@ -2681,9 +2848,10 @@ export interface WorkerServiceServer extends UntypedServiceImplementation {
    * Errors (closing the stream): INVALID_ARGUMENT (first message not hello,
    * capacity < 1 or > 10,000, no handlers or namespaces). A hello with the
    * worker_id of a stream that is still open replaces that stream (the same
-   * process reconnecting): its leases move to the new stream. Per-message
-   * problems (stale lease, unknown lease) are answered on the stream without
-   * closing it.
+   * process reconnecting): its held_leases move to the new stream.
+   * Per-message problems are answered on the stream without closing it: a
+   * stale, unknown or foreign lease by result_ack, a frame that does not
+   * decode or an outcome with an invalid field by rejected.
    */
   connect: handleBidiStreamingCall<ConnectRequest, ConnectResponse>;
   /**
@@ -2717,9 +2885,10 @@ export interface WorkerServiceClient extends Client {
    * Errors (closing the stream): INVALID_ARGUMENT (first message not hello,
    * capacity < 1 or > 10,000, no handlers or namespaces). A hello with the
    * worker_id of a stream that is still open replaces that stream (the same
-   * process reconnecting): its leases move to the new stream. Per-message
-   * problems (stale lease, unknown lease) are answered on the stream without
-   * closing it.
+   * process reconnecting): its held_leases move to the new stream.
+   * Per-message problems are answered on the stream without closing it: a
+   * stale, unknown or foreign lease by result_ack, a frame that does not
+   * decode or an outcome with an invalid field by rejected.
    */
   connect(): ClientDuplexStream<ConnectRequest, ConnectResponse>;
   connect(options: Partial<CallOptions>): ClientDuplexStream<ConnectRequest, ConnectResponse>;
