@@ -90,20 +90,23 @@ def timestamp(value: timestamp_pb2.Timestamp, field: str) -> datetime:
     return value.ToDatetime(tzinfo=UTC)
 
 
-def duration_seconds(value: duration_pb2.Duration, field: str, *, max_seconds: float) -> float:
-    """A non-negative duration of at most ``max_seconds``, in seconds."""
+def valid_duration(value: duration_pb2.Duration, field: str) -> float:
+    """A Duration within protobuf's range, in seconds (of either sign)."""
     if not -999_999_999 <= value.nanos <= 999_999_999 or (
         abs(value.seconds) > _MAX_DURATION_SECONDS
     ):
         raise _invalid(field, "is not a valid Duration")
-    seconds = value.seconds + value.nanos / 1e9
+    return value.seconds + value.nanos / 1e9
+
+
+def duration_seconds(value: duration_pb2.Duration, field: str, *, max_seconds: float) -> float:
+    """A non-negative duration of at most ``max_seconds``, in seconds."""
+    seconds = valid_duration(value, field)
     if not 0 <= seconds <= max_seconds:
         raise _invalid(field, f"must be between 0 and {max_seconds:g} seconds")
     return seconds
 
 
-# The longest retry_after a worker may ask for; longer is almost certainly a unit mistake.
-MAX_RETRY_AFTER_SECONDS = 30 * 86_400.0
 
 
 def outcome(kind: str, body: Any, limits: Limits) -> None:
@@ -123,11 +126,9 @@ def outcome(kind: str, body: Any, limits: Limits) -> None:
         )
         convert.to_dict(err.metadata, f"{kind}.error.metadata", depth)
         if err.HasField("retry_after"):
-            duration_seconds(
-                err.retry_after,
-                f"{kind}.error.retry_after",
-                max_seconds=MAX_RETRY_AFTER_SECONDS,
-            )
+            # Only a valid Duration: a negative or absurd hint is the worker's to give and the
+            # retry rule's to clamp into [0, max_delay] (domain/retry.py), with a warning.
+            valid_duration(err.retry_after, f"{kind}.error.retry_after")
     if body.HasField("execution_time"):
         duration_seconds(
             body.execution_time, f"{kind}.execution_time", max_seconds=_MAX_DURATION_SECONDS

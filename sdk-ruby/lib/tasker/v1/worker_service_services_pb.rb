@@ -75,7 +75,8 @@ module Tasker
         # Reports the outcome of a lease outside a stream (the job-queue pattern).
         # Errors: INVALID_ARGUMENT (no lease id, no outcome, no worker_id,
         # NaN/Infinity or nesting past 32 levels in the result or error metadata,
-        # an undefined error_class, a retry_after outside 0..30 days);
+        # an undefined error_class, a retry_after that is not a valid Duration;
+        # a negative or absurd one is clamped into [0, max_delay]);
         # FAILED_PRECONDITION with reason LEASE_STALE (lease unknown, expired or
         # cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id: a
         # lease is valid only from the worker it was issued to) or
