@@ -152,6 +152,45 @@ async def test_duplicate_result_for_one_lease_is_accepted_and_recorded_once(
     assert len(finished) == 1
 
 
+async def test_a_lease_is_valid_only_from_the_worker_it_was_issued_to(
+    setup: tuple[Client, grpc.aio.Channel],
+) -> None:
+    # Lease ids are not bearer tokens: worker B reporting worker A's lease (on its stream or by
+    # the unary call) is refused LEASE_NOT_HELD and records nothing; A's own result then counts.
+    client, channel = setup
+    holder, intruder = RawWorker(channel), RawWorker(channel)
+    await holder.connect("raw-holder", [NS], ["h"], capacity=1)
+    try:
+        task = await client.create_task(NS, TEMPLATE, {"input": 1})
+        lease = (await holder.next("assignment")).assignment.lease_id
+        await intruder.connect("raw-intruder", [NS], ["h"], capacity=1)
+        intruder.send(result=wpb.StepSuccess(lease_id=lease, result=_result(666)))
+        refused = (await intruder.next("result_ack")).result_ack
+        assert (refused.accepted, refused.reason) == (False, "LEASE_NOT_HELD")
+        stub = wgrpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ReportStepResult(
+                wpb.ReportStepResultRequest(
+                    worker_id="raw-intruder",
+                    success=wpb.StepSuccess(lease_id=lease, result=_result(666)),
+                )
+            )
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert decode(caught.value).reason == "LEASE_NOT_HELD"
+        holder.send(result=wpb.StepSuccess(lease_id=lease, result=_result(7)))
+        ack = (await holder.next("result_ack")).result_ack
+        assert (ack.accepted, ack.reason) == (True, "")
+        done = await client.wait_for_task(task.task_id, timeout=10)
+    finally:
+        await intruder.close()
+        await holder.close()
+    step = done.step("only")
+    assert step.result == {"value": 7}
+    assert [(a.worker_id, a.outcome) for a in step.proto.attempt_history] == [
+        ("raw-holder", "complete")
+    ]
+
+
 async def test_unary_report_for_unknown_lease_is_failed_precondition_lease_stale(
     server: RunningServer,
 ) -> None:
