@@ -34,6 +34,7 @@ from tasker.v1 import event_service_pb2 as epb
 from tasker.v1 import task_service_pb2 as tpb
 from tasker.v1 import template_service_pb2 as tmpb
 from tasker.v1 import worker_service_pb2 as wpb
+from tasker.v1 import worker_service_pb2_grpc as wgrpc
 from tasker_server.api.access_rules import RULES, missing_rules, tasker_methods
 from tests.e2e.workers.raw import RawWorker, decode
 from tests.support.server import ServerProcess
@@ -410,3 +411,46 @@ async def test_sighup_reloads_the_auth_file(
     server.proc.send_signal(signal.SIGHUP)
     await _eventually(server.address, new, True)
     assert not await _accepted(server.address, old)
+
+
+async def test_a_workers_leases_are_bound_to_the_identity_that_connected_it(probe: Probe) -> None:
+    # A lease is valid only from the worker it was issued to and, with authorization on, from
+    # the identity that worker connected as: another principal allowed to work in the namespace
+    # (admin-in) sending the same worker_id is refused, on the unary report and on a hello.
+    async with (
+        Client(probe.address, token=ROOT_TOKEN) as root,
+        grpc.aio.insecure_channel(probe.address) as channel,
+    ):
+        holder = RawWorker(channel)
+        await holder.connect("bound-w", [IN], ["authz_step"], metadata=md(token("worker")))
+        try:
+            await root.create_task(IN, "authz_probe", {"n": 1})
+            # (Tasks the table test created in this namespace may come first: any will do.)
+            assignment = (await holder.next("assignment")).assignment
+            lease, task_id = assignment.lease_id, assignment.context.task.task_id
+            stub = wgrpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
+            report = wpb.ReportStepResultRequest(
+                worker_id="bound-w", success=wpb.StepSuccess(lease_id=lease)
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.ReportStepResult(report, metadata=md(token("admin")))
+            assert decode(caught.value).reason == "LEASE_NOT_HELD"
+            impostor = RawWorker(channel)
+            with pytest.raises(AssertionError, match="stream ended"):
+                await impostor.connect(
+                    "bound-w",
+                    [IN],
+                    ["authz_step"],
+                    held_leases=(lease,),
+                    metadata=md(token("admin")),
+                )
+            assert impostor.end_error is not None
+            assert impostor.end_error.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert decode(impostor.end_error).reason == "WORKER_ID_TAKEN"
+            await impostor.close()
+            assert (await stub.ReportStepResult(report, metadata=md(token("worker")))).accepted
+            done = await root.wait_for_task(task_id, timeout=10)
+        finally:
+            await holder.close()
+    assert done.state == "complete"
+    assert [a.worker_id for a in done.step("work").proto.attempt_history] == ["bound-w"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -15,7 +16,7 @@ from tasker_server.api.errors import status_for
 from tasker_server.domain.access import Principal, check_permission
 from tasker_server.domain.errors import PermissionDenied
 
-__all__ = ["AuthInterceptor", "ErrorInterceptor", "wrap_handler"]
+__all__ = ["CALLER_IDENTITY", "AuthInterceptor", "ErrorInterceptor", "wrap_handler"]
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
@@ -99,6 +100,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 # Probes and tooling that must work without credentials (load balancers, grpcurl discovery).
 _OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
+# The authenticated identity of the call being handled (None with authentication off): set by
+# AuthInterceptor before the handler runs, read where an identity binds something (a worker's
+# leases).
+CALLER_IDENTITY: ContextVar[str | None] = ContextVar("tasker_caller_identity", default=None)
+
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authenticates every call but health checks and reflection (bearer token, else client
@@ -160,6 +166,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             the call here. The handler's own errors stay with the ErrorInterceptor."""
             try:
                 principal = self._principal(metadata, context)
+                CALLER_IDENTITY.set(principal.identity)
                 rule = self._rule(method)
                 if client_streams:
                     return self._checked_requests(principal, rule, request)

@@ -33,6 +33,7 @@ from tasker_server.store.types import utcnow
 from . import convert, validation
 from .decoding import Undecodable, undecodable_error
 from .errors import MAX_MESSAGE, clip, code_for
+from .interceptors import CALLER_IDENTITY
 from .strings import check_strings
 
 __all__ = ["WorkerService"]
@@ -43,7 +44,9 @@ MAX_CAPACITY = 10_000
 HELLO_TIMEOUT_SECONDS = 10.0
 
 
-def _outcome(msg: pb.StepSuccess | pb.StepFailure, worker_id: str, success: bool) -> Outcome:
+def _outcome(
+    msg: pb.StepSuccess | pb.StepFailure, worker_id: str, success: bool, identity: str | None
+) -> Outcome:
     execution_ms = msg.execution_time.ToMilliseconds() if msg.HasField("execution_time") else None
     if success:
         assert isinstance(msg, pb.StepSuccess)
@@ -54,6 +57,7 @@ def _outcome(msg: pb.StepSuccess | pb.StepFailure, worker_id: str, success: bool
                 msg.lease_id,
                 OutcomeKind.FAILURE,
                 worker_id,
+            identity=identity,
                 error_class="permanent",
                 error_type="ResultTooLarge",
                 message=f"step result is {msg.result.ByteSize()} bytes; the limit is 1 MiB",
@@ -63,6 +67,7 @@ def _outcome(msg: pb.StepSuccess | pb.StepFailure, worker_id: str, success: bool
             msg.lease_id,
             OutcomeKind.SUCCESS,
             worker_id,
+            identity=identity,
             result=convert.to_dict(msg.result),
             execution_ms=execution_ms,
         )
@@ -74,6 +79,7 @@ def _outcome(msg: pb.StepSuccess | pb.StepFailure, worker_id: str, success: bool
         msg.lease_id,
         OutcomeKind.FAILURE,
         worker_id,
+        identity=identity,
         error_class=cls,
         error_type=err.error_type,
         message=err.message,
@@ -159,6 +165,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             sdk_version=hello.sdk_version,
             connect_time=utcnow(),
             hands_off_leases=hello.hands_off_leases,
+            identity=CALLER_IDENTITY.get(),
         )
         previous = self.orchestrator.streams.get(stream.worker_id)
         if previous is not None:
@@ -268,7 +275,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             # no NaN, no nesting past the limit, a defined error class.
             check_strings(msg)
             validation.outcome("success" if kind == "result" else kind, body, self.limits)
-            outcome = _outcome(body, stream.worker_id, kind == "result")
+            outcome = _outcome(body, stream.worker_id, kind == "result", stream.identity)
             # Results are applied in batches; the reader goes on meanwhile.
             task = asyncio.create_task(self._report(stream, outcome))
             self._reports.add(task)
@@ -341,7 +348,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         validation.outcome(kind, body, self.limits)
         # Not held through an outage of unknown length: the caller retries with backoff (the
         # stream, whose reports are applied as soon as the database returns, is the patient path).
-        outcome = _outcome(body, request.worker_id, kind == "success")
+        outcome = _outcome(body, request.worker_id, kind == "success", CALLER_IDENTITY.get())
         verdict = await self.orchestrator.report(outcome, patient=False)
         if verdict.accepted:
             return pb.ReportStepResultResponse(accepted=True)

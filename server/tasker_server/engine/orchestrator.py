@@ -24,13 +24,19 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tasker_server.config import Settings
-from tasker_server.domain.errors import NotFound
+from tasker_server.domain.errors import NotFound, PermissionDenied
 from tasker_server.store.breakers import load_breakers, save_breaker
 from tasker_server.store.db import Database
 from tasker_server.store.journal import Journal
 from tasker_server.store.outcomes import Outcome, OutcomeKind, Verdict
 from tasker_server.store.types import utcnow
-from tasker_server.store.workers import known_namespaces, live_leases, upsert_worker, worker_leases
+from tasker_server.store.workers import (
+    known_namespaces,
+    live_leases,
+    upsert_worker,
+    worker_identity,
+    worker_leases,
+)
 
 from .breakers import Breakers
 from .creation import TaskCreator
@@ -181,6 +187,7 @@ class Orchestrator:
             "in_flight": self.leases.count(stream),
             "sdk_language": stream.sdk_language,
             "sdk_version": stream.sdk_version,
+            "identity": stream.identity,
             "server_id": self.settings.server_id,
             "connect_time": stream.connect_time,
             "last_seen_time": now,
@@ -200,6 +207,14 @@ class Orchestrator:
         current (the worker is told to stop them). Call before ``open_stream``.
         """
         async with self.db.session(read_only=True) as s:
+            owner = await worker_identity(s, stream.worker_id)
+            if owner is not None and stream.identity is not None and owner != stream.identity:
+                # With authentication on, a worker_id (and its leases) belongs to the identity
+                # that first connected it: another token cannot take its leases over.
+                raise PermissionDenied(
+                    f"worker_id {stream.worker_id[:64]!r} is connected as another identity",
+                    reason="WORKER_ID_TAKEN",
+                )
             current = await worker_leases(s, stream.worker_id)
         wanted = set(held)
         now = time.monotonic()

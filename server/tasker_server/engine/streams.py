@@ -55,6 +55,9 @@ class WorkerStream:
     # The job-queue pattern: its jobs heartbeat and report by lease id, so its acknowledged
     # leases do not depend on this stream.
     hands_off_leases: bool = False
+    # The authenticated identity that opened the stream (None with authentication off): its
+    # leases are valid only from that identity.
+    identity: str | None = None
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()

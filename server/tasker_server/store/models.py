@@ -320,6 +320,8 @@ class Worker(Base):
     in_flight: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     sdk_language: Mapped[str] = mapped_column(String(32))
     sdk_version: Mapped[str] = mapped_column(String(64))
+    # The authenticated identity that opened its stream (NULL with authentication off).
+    identity: Mapped[str | None] = mapped_column(String(255))
     # Which server process holds the stream, so a restarted server can reap its stale workers.
     server_id: Mapped[str] = mapped_column(String(64))
     connect_time: Mapped[datetime] = _created()

@@ -46,7 +46,7 @@ from tasker_server.domain.states import (
 )
 
 from .journal import Journal
-from .models import Step, StepAttempt, StepEdge, Task
+from .models import Step, StepAttempt, StepEdge, Task, Worker
 from .types import dialect_name
 
 __all__ = ["BatchResult", "Outcome", "OutcomeKind", "Verdict", "apply_outcomes"]
@@ -78,6 +78,9 @@ class Outcome:
     # the worker came back without it. That says nothing about the handler or the dependency it
     # calls, so it feeds neither the circuit breaker nor the handler's success rate.
     lost: bool = False
+    # The authenticated identity of the reporter (None with authentication off): it must be the
+    # identity that opened the stream of the worker holding the lease.
+    identity: str | None = None
 
     @property
     def reported(self) -> bool:
@@ -132,14 +135,21 @@ async def apply_outcomes(
     now = journal.now
     leases = list({o.lease_id for o in outcomes})
     # Steps and their tasks in one locked read (fencing happens against these rows).
-    query = select(Step, Task).join(Task, Task.id == Step.task_id).where(Step.lease_id.in_(leases))
+    query = (
+        select(Step, Task, Worker.identity)
+        .join(Task, Task.id == Step.task_id)
+        .outerjoin(Worker, Worker.id == Step.worker_id)
+        .where(Step.lease_id.in_(leases))
+    )
     if dialect_name(session) == "postgresql":
         query = query.with_for_update(of=[Step.__table__, Task.__table__])
     rows: dict[str | None, Step] = {}
     tasks: dict[int, Task] = {}
-    for locked_step, locked_task in (await session.execute(query)).all():
+    holders: dict[str | None, str | None] = {}  # lease -> identity of the worker holding it
+    for locked_step, locked_task, identity in (await session.execute(query)).all():
         rows[locked_step.lease_id] = locked_step
         tasks[locked_task.id] = locked_task
+        holders[locked_step.lease_id] = identity
 
     step_updates: list[dict[str, Any]] = []
     rows_by_id = {step.id: step for step in rows.values()}
@@ -155,7 +165,7 @@ async def apply_outcomes(
                 Verdict(o.lease_id, False, "LEASE_STALE", "lease unknown, expired or cancelled")
             )
             continue
-        if o.reported and o.worker_id != (step.worker_id or o.worker_id):
+        if o.reported and not _held_by(step, holders[o.lease_id], o):
             refused = "the lease was issued to another worker"
             out.verdicts.append(Verdict(o.lease_id, False, "LEASE_NOT_HELD", refused))
             continue
@@ -190,6 +200,15 @@ async def apply_outcomes(
         await release_children(session, journal, satisfied_ids, tasks)
     await update_tasks(session, journal, tasks, deltas, out)
     return out
+
+
+def _held_by(step: Step, identity: str | None, o: Outcome) -> bool:
+    """Whether the reporter of ``o`` holds the lease: the worker it was issued to and, with
+    authentication on (both identities known), the identity that opened that worker's stream.
+    A step whose lease was already released has no worker left to compare with."""
+    if step.worker_id and o.worker_id != step.worker_id:
+        return False
+    return identity is None or o.identity is None or o.identity == identity
 
 
 def _repeated(step: Step, o: Outcome, first: Outcome | None) -> Verdict:

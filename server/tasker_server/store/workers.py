@@ -23,6 +23,7 @@ __all__ = [
     "live_leases",
     "touch_workers",
     "upsert_worker",
+    "worker_identity",
     "worker_leases",
 ]
 
@@ -103,3 +104,9 @@ async def worker_leases(session: AsyncSession, worker_id: str) -> list[HeldLease
         for lease_id, step_id, task_id, state, correlation_id in rows.all()
         if lease_id
     ]
+
+
+async def worker_identity(session: AsyncSession, worker_id: str) -> str | None:
+    """The authenticated identity that connected ``worker_id`` (None: unknown, or no auth)."""
+    row = await session.execute(select(Worker.identity).where(Worker.id == worker_id))
+    return row.scalar_one_or_none()

@@ -170,8 +170,9 @@ class WorkerServiceServicer:
         an undefined error_class, a retry_after that is not a valid Duration;
         a negative or absurd one is clamped into [0, max_delay]);
         FAILED_PRECONDITION with reason LEASE_STALE (lease unknown, expired or
-        cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id: a
-        lease is valid only from the worker it was issued to) or
+        cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id, or,
+        with authorization on, that worker connected as another identity: a lease
+        is valid only from the worker, and the identity, it was issued to) or
         OUTCOME_CONFLICT (a different outcome was already recorded for the
         lease); UNAVAILABLE while the database is unreachable (retry with
         backoff: the lease stays current until its hard deadline). Reporting the

@@ -115,7 +115,10 @@ export interface MessageRejected {
 export interface WorkerHello {
   /**
    * Stable id chosen by the worker (e.g. a UUID per process); empty lets the
-   * server assign one. At most 64 characters.
+   * server assign one. At most 64 characters. With authorization on, a
+   * worker_id belongs to the identity that connected it: a hello with the same
+   * worker_id from another identity is refused PERMISSION_DENIED
+   * (WORKER_ID_TAKEN).
    */
   workerId: string;
   /** Human-readable name, e.g. "billing-7f9c:4312". */
@@ -2821,8 +2824,9 @@ export const WorkerServiceService = {
    * an undefined error_class, a retry_after that is not a valid Duration;
    * a negative or absurd one is clamped into [0, max_delay]);
    * FAILED_PRECONDITION with reason LEASE_STALE (lease unknown, expired or
-   * cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id: a
-   * lease is valid only from the worker it was issued to) or
+   * cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id, or,
+   * with authorization on, that worker connected as another identity: a lease
+   * is valid only from the worker, and the identity, it was issued to) or
    * OUTCOME_CONFLICT (a different outcome was already recorded for the
    * lease); UNAVAILABLE while the database is unreachable (retry with
    * backoff: the lease stays current until its hard deadline). Reporting the
@@ -2869,8 +2873,9 @@ export interface WorkerServiceServer extends UntypedServiceImplementation {
    * an undefined error_class, a retry_after that is not a valid Duration;
    * a negative or absurd one is clamped into [0, max_delay]);
    * FAILED_PRECONDITION with reason LEASE_STALE (lease unknown, expired or
-   * cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id: a
-   * lease is valid only from the worker it was issued to) or
+   * cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id, or,
+   * with authorization on, that worker connected as another identity: a lease
+   * is valid only from the worker, and the identity, it was issued to) or
    * OUTCOME_CONFLICT (a different outcome was already recorded for the
    * lease); UNAVAILABLE while the database is unreachable (retry with
    * backoff: the lease stays current until its hard deadline). Reporting the
@@ -2923,8 +2928,9 @@ export interface WorkerServiceClient extends Client {
    * an undefined error_class, a retry_after that is not a valid Duration;
    * a negative or absurd one is clamped into [0, max_delay]);
    * FAILED_PRECONDITION with reason LEASE_STALE (lease unknown, expired or
-   * cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id: a
-   * lease is valid only from the worker it was issued to) or
+   * cancelled), LEASE_NOT_HELD (the lease was issued to another worker_id, or,
+   * with authorization on, that worker connected as another identity: a lease
+   * is valid only from the worker, and the identity, it was issued to) or
    * OUTCOME_CONFLICT (a different outcome was already recorded for the
    * lease); UNAVAILABLE while the database is unreachable (retry with
    * backoff: the lease stays current until its hard deadline). Reporting the
