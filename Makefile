@@ -32,7 +32,7 @@ help:
 	@echo "make test            everything CI runs: install-system install check-gen lint breaking + all tests"
 	@echo "make run             serve on $(LISTEN) with the default SQLite database"
 	@echo "make bench           python -m bench"
-	@echo "make chaos           python -m chaos: faults under load (~15 min on today's code), tables in docs/"
+	@echo "make chaos           python -m chaos: faults under load (~4 min), tables in docs/"
 	@echo "make soak            python -m chaos.soak: 30 min at half the measured throughput (SOAK_ARGS=--minutes 2)"
 	@echo "make fuzz            hostile requests to every RPC of a fresh server (SEED=, CASES=10000)"
 	@echo "make clean           remove .venv, node_modules, build output and caches"
