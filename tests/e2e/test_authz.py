@@ -448,6 +448,10 @@ async def test_a_workers_leases_are_bound_to_the_identity_that_connected_it(prob
             assert impostor.end_error.code() == grpc.StatusCode.PERMISSION_DENIED
             assert decode(impostor.end_error).reason == "WORKER_ID_TAKEN"
             await impostor.close()
+            # The refused hello left the holder's open stream alone (and its lease with it).
+            holder.send(heartbeat=wpb.LeaseHeartbeat(lease_ids=[lease]))
+            [status] = (await holder.next("heartbeat_ack")).heartbeat_ack.leases
+            assert (status.lease_id, status.active) == (lease, True)
             assert (await stub.ReportStepResult(report, metadata=md(token("worker")))).accepted
             done = await root.wait_for_task(task_id, timeout=10)
         finally:

@@ -167,14 +167,6 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             hands_off_leases=hello.hands_off_leases,
             identity=CALLER_IDENTITY.get(),
         )
-        previous = self.orchestrator.streams.get(stream.worker_id)
-        if previous is not None:
-            # The same worker process reconnected (its old stream died unnoticed): its leases are
-            # not expired with the old stream; reconcile decides which of them go on.
-            previous.outbound.put_nowait(None)
-            await self.orchestrator.close_stream(
-                previous, "replaced by a new stream", hand_back=False
-            )
         gone = await self.orchestrator.reconcile(stream, list(hello.held_leases))
         unknown = await self.orchestrator.unknown_namespaces(stream.namespaces)
         await self.orchestrator.open_stream(stream)

@@ -22,6 +22,7 @@ from typing import Any
 
 from tasker_server.config import Settings
 from tasker_server.domain.errors import Unavailable
+from tasker_server.domain.fencing import NOT_HELD, held_by
 from tasker_server.domain.retry import BackoffFactors
 from tasker_server.store.breakers import add_breaker_failures, save_breaker
 from tasker_server.store.db import AsyncSession, Database
@@ -139,6 +140,12 @@ class Dispatcher:
         and its lease, and sends it again."""
         if self._ops.qsize() >= self.settings.max_unrecorded_outcomes:
             return Verdict(outcome.lease_id, False, "UNAVAILABLE", _HOLDING_TOO_MANY)
+        holder = self._leases.holder(outcome.lease_id)
+        if holder is not None and not held_by(
+            holder.worker_id, holder.identity, outcome.worker_id, outcome.identity
+        ):
+            # Refused here, before the lease is taken from the stream that holds it.
+            return Verdict(outcome.lease_id, False, "LEASE_NOT_HELD", NOT_HELD)
         if self._leases.take(outcome.lease_id) is not None:
             self.wake()
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()

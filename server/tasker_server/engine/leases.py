@@ -26,6 +26,10 @@ class LeaseRegistry:
         self._owner[lease.lease_id] = stream
         self._held.setdefault(stream, {})[lease.lease_id] = lease
 
+    def holder(self, lease_id: str) -> WorkerStream | None:
+        """The stream here holding ``lease_id``, if any."""
+        return self._owner.get(lease_id)
+
     def take(self, lease_id: str) -> tuple[WorkerStream, Lease] | None:
         """Removes the lease; returns who held it, or None when no stream here does."""
         owner = self._owner.pop(lease_id, None)

@@ -205,16 +205,25 @@ class Orchestrator:
         released if it never started, ended as lost if it did — except the acknowledged leases
         of a job-queue worker, whose jobs hold them. Returns the held leases that are no longer
         current (the worker is told to stop them). Call before ``open_stream``.
+
+        With authentication on, a worker_id (and its leases) belongs to the identity that first
+        connected it: a hello from another identity is refused before it touches anything.
+        A stream of the same worker still open here (the process reconnected, its old stream
+        died unnoticed) is closed without handing its leases back: they are decided here.
         """
+        previous = self.streams.get(stream.worker_id)
         async with self.db.session(read_only=True) as s:
             owner = await worker_identity(s, stream.worker_id)
-            if owner is not None and stream.identity is not None and owner != stream.identity:
-                # With authentication on, a worker_id (and its leases) belongs to the identity
-                # that first connected it: another token cannot take its leases over.
+        for holder in (owner, previous.identity if previous is not None else None):
+            if holder is not None and stream.identity is not None and holder != stream.identity:
                 raise PermissionDenied(
                     f"worker_id {stream.worker_id[:64]!r} is connected as another identity",
                     reason="WORKER_ID_TAKEN",
                 )
+        if previous is not None:
+            previous.outbound.put_nowait(None)
+            await self.close_stream(previous, "replaced by a new stream", hand_back=False)
+        async with self.db.session(read_only=True) as s:
             current = await worker_leases(s, stream.worker_id)
         wanted = set(held)
         now = time.monotonic()

@@ -26,6 +26,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tasker_server.domain.fencing import NOT_HELD, held_by
 from tasker_server.domain.outcomes import (
     Failure,
     OutcomeKind,
@@ -165,9 +166,10 @@ async def apply_outcomes(
                 Verdict(o.lease_id, False, "LEASE_STALE", "lease unknown, expired or cancelled")
             )
             continue
-        if o.reported and not _held_by(step, holders[o.lease_id], o):
-            refused = "the lease was issued to another worker"
-            out.verdicts.append(Verdict(o.lease_id, False, "LEASE_NOT_HELD", refused))
+        if o.reported and not held_by(
+            step.worker_id, holders[o.lease_id], o.worker_id, o.identity
+        ):
+            out.verdicts.append(Verdict(o.lease_id, False, "LEASE_NOT_HELD", NOT_HELD))
             continue
         if o.lease_id in seen or step.state not in _ACTIVE:
             out.verdicts.append(_repeated(step, o, seen.get(o.lease_id)))
@@ -200,15 +202,6 @@ async def apply_outcomes(
         await release_children(session, journal, satisfied_ids, tasks)
     await update_tasks(session, journal, tasks, deltas, out)
     return out
-
-
-def _held_by(step: Step, identity: str | None, o: Outcome) -> bool:
-    """Whether the reporter of ``o`` holds the lease: the worker it was issued to and, with
-    authentication on (both identities known), the identity that opened that worker's stream.
-    A step whose lease was already released has no worker left to compare with."""
-    if step.worker_id and o.worker_id != step.worker_id:
-        return False
-    return identity is None or o.identity is None or o.identity == identity
 
 
 def _repeated(step: Step, o: Outcome, first: Outcome | None) -> Verdict:
