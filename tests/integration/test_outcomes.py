@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -28,8 +29,18 @@ from tasker_server.engine.orchestrator import Orchestrator
 from tasker_server.store.db import Database
 from tasker_server.store.dispatch import ClaimedStep, admit_tasks, claim_steps, start_leases
 from tasker_server.store.journal import Journal
-from tasker_server.store.models import Event, Namespace, Step, StepAttempt, Task, Transition
+from tasker_server.store.models import (
+    Event,
+    Namespace,
+    Step,
+    StepAttempt,
+    Task,
+    Transition,
+    Worker,
+)
 from tasker_server.store.outcomes import BatchResult, Outcome, OutcomeKind, apply_outcomes
+from tasker_server.store.types import utcnow
+from tasker_server.store.workers import upsert_worker
 from tests.support.server import FAST_TIMERS
 
 NS = "outcomes"
@@ -245,6 +256,48 @@ async def test_an_expired_attempt_retries_and_its_late_result_is_stale(store: St
     assert await store.attempts(a.id) == ["lease_expired"]
     late = await store.report(success(lease, 1))
     assert [(v.accepted, v.reason) for v in late.verdicts] == [(False, "LEASE_STALE")]
+    assert (await store.steps(task_id))["a"].state == "retrying"
+
+
+async def test_a_lease_lost_with_a_stream_the_worker_replaced_stays_with_the_worker(
+    store: Store,
+) -> None:
+    # The worker reconnected (to another replica, which adopted its lease) before the replica
+    # holding its old stream noticed that stream die: the old stream's loss is superseded, and
+    # its "disconnected" does not overwrite where the worker is now.
+    [task_id] = await store.create()
+    await store.admit()
+    lease = (await store.claim(worker="w"))["a"].lease_id
+    await store.ack(lease)
+    old_stream, new_stream = utcnow() - timedelta(seconds=30), utcnow()
+    row = {
+        "id": "w",
+        "name": "w",
+        "namespaces": [NS],
+        "handlers": ["h"],
+        "capacity": 1,
+        "sdk_language": "python",
+        "sdk_version": "0",
+        "server_id": "b",
+        "connect_time": new_stream,
+        "last_seen_time": new_stream,
+        "state": "connected",
+    }
+    async with store.database.session() as s:
+        await upsert_worker(s, row)
+        stale = {**row, "server_id": "a", "connect_time": old_stream, "state": "disconnected"}
+        await upsert_worker(s, stale)
+    lost = Outcome(lease, OutcomeKind.EXPIRE, "w", lost=True, stream_since=old_stream)
+    result = await store.report(lost)
+    assert [(v.accepted, v.reason) for v in result.verdicts] == [(True, "SUPERSEDED")]
+    a = (await store.steps(task_id))["a"]
+    assert (a.state, a.lease_id) == ("in_progress", lease)
+    async with store.database.session(read_only=True) as s:
+        worker = (await s.execute(select(Worker).where(Worker.id == "w"))).scalar_one()
+    assert (worker.server_id, worker.state) == ("b", "connected")
+    # A loss from the stream the worker is on now still counts.
+    current = Outcome(lease, OutcomeKind.EXPIRE, "w", lost=True, stream_since=new_stream)
+    assert [v.reason for v in (await store.report(current)).verdicts] == [""]
     assert (await store.steps(task_id))["a"].state == "retrying"
 
 

@@ -170,9 +170,15 @@ class Orchestrator:
             if lease.acked and stream.hands_off_leases:
                 continue
             kind = OutcomeKind.EXPIRE if lease.acked else OutcomeKind.RELEASE
-            self.dispatcher.submit(
-                Outcome(lease.lease_id, kind, stream.worker_id, message=reason, lost=True)
+            lost = Outcome(
+                lease.lease_id,
+                kind,
+                stream.worker_id,
+                message=reason,
+                lost=True,
+                stream_since=stream.connect_time,
             )
+            self.dispatcher.submit(lost)
         with contextlib.suppress(Exception):
             await self._upsert_worker(stream, "disconnected")
 

@@ -82,6 +82,9 @@ class Outcome:
     # The authenticated identity of the reporter (None with authentication off): it must be the
     # identity that opened the stream of the worker holding the lease.
     identity: str | None = None
+    # For a lease lost with its stream: when that stream connected. If the worker has connected
+    # again since (to any replica), the lease went with it (``reconcile``) and stays.
+    stream_since: datetime | None = None
 
     @property
     def reported(self) -> bool:
@@ -137,7 +140,7 @@ async def apply_outcomes(
     leases = list({o.lease_id for o in outcomes})
     # Steps and their tasks in one locked read (fencing happens against these rows).
     query = (
-        select(Step, Task, Worker.identity)
+        select(Step, Task, Worker.identity, Worker.connect_time)
         .join(Task, Task.id == Step.task_id)
         .outerjoin(Worker, Worker.id == Step.worker_id)
         .where(Step.lease_id.in_(leases))
@@ -147,10 +150,12 @@ async def apply_outcomes(
     rows: dict[str | None, Step] = {}
     tasks: dict[int, Task] = {}
     holders: dict[str | None, str | None] = {}  # lease -> identity of the worker holding it
-    for locked_step, locked_task, identity in (await session.execute(query)).all():
+    connected: dict[str | None, datetime | None] = {}  # lease -> its worker's latest connect
+    for locked_step, locked_task, identity, connect_time in (await session.execute(query)).all():
         rows[locked_step.lease_id] = locked_step
         tasks[locked_task.id] = locked_task
         holders[locked_step.lease_id] = identity
+        connected[locked_step.lease_id] = connect_time
 
     step_updates: list[dict[str, Any]] = []
     rows_by_id = {step.id: step for step in rows.values()}
@@ -170,6 +175,11 @@ async def apply_outcomes(
             step.worker_id, holders[o.lease_id], o.worker_id, o.identity
         ):
             out.verdicts.append(Verdict(o.lease_id, False, "LEASE_NOT_HELD", NOT_HELD))
+            continue
+        reconnected = connected[o.lease_id]
+        if o.stream_since is not None and reconnected is not None and reconnected > o.stream_since:
+            # Lost with a stream the worker has since replaced (on another replica): not lost.
+            out.verdicts.append(Verdict(o.lease_id, True, "SUPERSEDED", "the worker reconnected"))
             continue
         if o.lease_id in seen or step.state not in _ACTIVE:
             out.verdicts.append(_repeated(step, o, seen.get(o.lease_id)))

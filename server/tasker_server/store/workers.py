@@ -40,10 +40,18 @@ class HeldLease:
 
 
 async def upsert_worker(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Records a stream of a worker. A row written by a newer stream of the same worker (it
+    reconnected to another replica while this one still held the old stream) is left alone: the
+    old stream's "disconnected" must not overwrite where the worker is now."""
     ins = (pg_insert if dialect_name(session) == "postgresql" else sqlite_insert)(Worker)
+    row = ins.values(**values)
     changes = {k: v for k, v in values.items() if k != "id"}
     await session.execute(
-        ins.values(**values).on_conflict_do_update(index_elements=[Worker.id], set_=changes)
+        row.on_conflict_do_update(
+            index_elements=[Worker.id],
+            set_=changes,
+            where=Worker.connect_time <= row.excluded.connect_time,
+        )
     )
 
 
