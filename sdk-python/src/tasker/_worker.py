@@ -462,6 +462,8 @@ class Worker:
             )
         elif kind == "result_ack":
             self._on_result_ack(message.result_ack)
+        elif kind == "rejected":
+            self._on_rejected(message.rejected)
         elif kind == "heartbeat_ack":
             self._apply_lease_statuses(message.heartbeat_ack.leases)
         elif kind == "welcome":
@@ -480,6 +482,17 @@ class Worker:
         elif pending is not None:
             log.debug("result for lease %s not recorded yet (%s)", ack.lease_id, ack.reason)
             pending.resend = True
+        if pending is not None:
+            pending.nudge.set()
+
+    def _on_rejected(self, rejected: Any) -> None:
+        """The server refused one of our messages (it did not decode, or an outcome broke a
+        rule): sending it again cannot help, so an outcome it names is given up."""
+        about = f" about lease {rejected.lease_id}" if rejected.lease_id else ""
+        log.warning(
+            "server rejected a message%s: %s %s", about, rejected.reason, rejected.message
+        )
+        pending = self._unacked_outcomes.pop(rejected.lease_id, None)
         if pending is not None:
             pending.nudge.set()
 

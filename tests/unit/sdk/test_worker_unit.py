@@ -351,6 +351,20 @@ async def test_cancellation_keeps_a_pending_outcome_and_lease_stale_drops_it() -
     await _stop_delivery(worker)
 
 
+async def test_a_rejected_outcome_is_given_up_and_other_rejections_only_logged() -> None:
+    worker, session = _worker()
+    await _run(worker, session, _assignment("L", "double"))
+    assert worker.held_leases() == ["L"]
+    for lease_id in ("", "OTHER", "L"):
+        worker._dispatch(session, worker_service_pb2.ConnectResponse(  # type: ignore[arg-type]
+            rejected=worker_service_pb2.MessageRejected(
+                code="INVALID_ARGUMENT", reason="INVALID_ARGUMENT", lease_id=lease_id)))
+    assert worker.held_leases() == []
+    await asyncio.sleep(0.3)
+    assert len(session.of_kind("result")) == 1  # not sent again: it cannot be recorded
+    await _stop_delivery(worker)
+
+
 async def test_a_broken_stream_hands_the_outcome_to_the_next_stream() -> None:
     worker, first = _worker()
     await _run(worker, first, _assignment("L", "double"))
