@@ -116,6 +116,19 @@ test("a cancellation keeps a pending outcome; LEASE_STALE drops it", async () =>
   await stop(w);
 });
 
+test("a rejected outcome is given up; other rejections are only logged", async () => {
+  const { w, session } = worker();
+  deliver(w, session, { assignment: assignment("L", "declined") });
+  await eventually(() => session.ofKind("failure").length === 1);
+  for (const leaseId of ["", "OTHER", "L"]) {
+    deliver(w, session, { rejected: { code: "INVALID_ARGUMENT", reason: "INVALID_ARGUMENT", message: "", leaseId } });
+  }
+  assert.deepEqual(w.heldLeases(), []);
+  await sleep(300);
+  assert.equal(session.ofKind("failure").length, 1, "not sent again: it cannot be recorded");
+  await stop(w);
+});
+
 test("without a stream, ReportStepResult is retried until the lease's deadline", { timeout: 20_000 }, async () => {
   const { w } = worker();
   w["session"] = undefined;

@@ -126,6 +126,18 @@ class OutcomesTest < Minitest::Test
     assert_equal 1, @session.of_kind(:failure).size
   end
 
+  def test_a_rejected_outcome_is_given_up_and_other_rejections_only_logged
+    dispatch(assignment: assignment("L", "declined"))
+    eventually { @session.of_kind(:failure).size == 1 }
+    ["", "OTHER", "L"].each do |lease_id|
+      dispatch(rejected: V1::MessageRejected.new(code: "INVALID_ARGUMENT", reason: "INVALID_ARGUMENT",
+                                                 lease_id: lease_id))
+    end
+    assert_empty @worker.held_leases
+    sleep 0.3
+    assert_equal 1, @session.of_kind(:failure).size
+  end
+
   def test_without_a_stream_report_step_result_is_retried_until_the_leases_deadline
     @worker.instance_variable_set(:@session, nil)
     @worker.instance_variable_set(:@stub, Tasker::Internal::Channel.stub(V1::WorkerService::Stub, @worker.address, nil))

@@ -40,6 +40,7 @@ import {
   type Assignment,
   type ConnectResponse,
   type LeaseStatus,
+  type MessageRejected,
   type ReportStepResultRequest,
   type ResultAck,
   type StepFailure,
@@ -458,6 +459,17 @@ export class Worker {
     } else if (message.keepalive) session.send({ pong: { nonce: message.keepalive.nonce } });
     else if (message.resultAck) this.onResultAck(message.resultAck);
     else if (message.heartbeatAck) this.applyLeaseStatuses(message.heartbeatAck.leases);
+    else if (message.rejected) this.onRejected(message.rejected);
+  }
+
+  // The server refused one of our messages (it did not decode, or an outcome broke a rule):
+  // sending it again cannot help, so an outcome it names is given up.
+  private onRejected(rejected: MessageRejected): void {
+    const about = rejected.leaseId ? ` about lease ${rejected.leaseId}` : "";
+    this.log.warn(`server rejected a message${about}: ${rejected.reason} ${rejected.message}`);
+    const pending = this.unackedOutcomes.get(rejected.leaseId);
+    this.unackedOutcomes.delete(rejected.leaseId);
+    pending?.nudge.fire();
   }
 
   private onResultAck(ack: ResultAck): void {

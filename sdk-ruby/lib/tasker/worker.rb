@@ -314,6 +314,18 @@ module Tasker
         session.push(V1::ConnectRequest.new(pong: V1::KeepalivePong.new(nonce: message.keepalive.nonce)))
       when :result_ack then on_result_ack(message.result_ack)
       when :heartbeat_ack then apply_lease_statuses(message.heartbeat_ack.leases)
+      when :rejected then on_rejected(message.rejected)
+      end
+    end
+
+    # The server refused one of our messages (it did not decode, or an outcome broke a rule):
+    # sending it again cannot help, so an outcome it names is given up.
+    def on_rejected(rejected)
+      about = rejected.lease_id.empty? ? "" : " about lease #{rejected.lease_id}"
+      @logger.warn("server rejected a message#{about}: #{rejected.reason} #{rejected.message}")
+      @lock.synchronize do
+        pending = @unacked_outcomes.delete(rejected.lease_id)
+        nudge(pending) if pending
       end
     end
 
